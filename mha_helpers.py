@@ -31,24 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "get_device",
-    "seed_everything",
-    "valid_head_counts",
-    "SENTENCE",
-    "toy_embeddings",
-    "sinusoidal_positions",
-    "plot_attention",
-    "plot_heads",
-    "scaled_dot_product_attention",
-    "causal_mask",
-    "padding_mask",
-    "split_heads",
-    "merge_heads",
-    "MultiHeadAttention",
-]
-
-
 # =====================================================================================================
 # 0. Setup: device, seeding, argument checks
 # =====================================================================================================
@@ -842,3 +824,23 @@ def _to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
     return mask.to(dtype)
+
+
+# =====================================================================================================
+# 8. Exploring heads: widgets (notebook 06)
+# =====================================================================================================
+
+
+# =====================================================================================================
+# 9. MHA inside a Transformer (notebook 07)
+# =====================================================================================================
+
+
+# =====================================================================================================
+# 10. What heads learn (notebook 08)
+# =====================================================================================================
+
+
+# =====================================================================================================
+# 11. What heads cost (notebook 09)
+# =====================================================================================================
