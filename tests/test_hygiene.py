@@ -1,0 +1,25 @@
+"""Lint and spelling over the helper module, the tests and the notebooks (configuration in pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff_is_clean():
+    result = _run(str(BIN / "ruff"), "check", "mha_helpers.py", "tests", "notebooks")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_spelling_is_clean():
+    targets = ["mha_helpers.py", "tests", "notebooks", "README.md", "images", *map(str, ROOT.glob("*.md"))]
+    result = _run(str(BIN / "codespell"), *sorted(set(targets)))
+    assert result.returncode == 0, "codespell found misspellings:\n" + result.stdout + result.stderr
