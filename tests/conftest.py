@@ -1,0 +1,91 @@
+"""Shared fixtures for the tests of the reference Multi-Head Attention in mha_helpers.
+
+The fixtures hand out small functions rather than objects, so that a parametrized test can build exactly the
+pair of modules it needs:
+
+* ``mha_pair(...)`` -> ``(ours, theirs)``: an ``mha_helpers.MultiHeadAttention`` and a
+  ``torch.nn.MultiheadAttention`` holding the same weights, copied in the direction asked for;
+* ``grads_by_torch_name(ours)`` -> ``{torch parameter name: gradient}``: our W_q/W_k/W_v/W_o gradients laid out
+  the way PyTorch stores its parameters (packed ``in_proj_weight`` or separate ``q/k/v_proj_weight``), so the two
+  modules' gradients can be compared name by name.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import mha_helpers as mh
+
+
+def _randomise(module: nn.Module, generator: torch.Generator) -> None:
+    """Give every parameter random values (PyTorch initialises biases to zero, which would hide bias bugs)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.3)
+
+
+def _mha_pair(
+    embed_dim: int = 8,
+    num_heads: int = 2,
+    *,
+    bias: bool = True,
+    kdim: int | None = None,
+    vdim: int | None = None,
+    batch_first: bool = True,
+    direction: str = "from_torch",
+    dropout: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> tuple[mh.MultiHeadAttention, nn.MultiheadAttention]:
+    """Two modules with the same random weights; ``direction`` says which one is built first and copied."""
+    gen = torch.Generator().manual_seed(seed)
+    kwargs = {"dropout": dropout, "bias": bias, "kdim": kdim, "vdim": vdim, "batch_first": batch_first, "dtype": dtype}
+    if direction == "from_torch":
+        theirs = nn.MultiheadAttention(embed_dim, num_heads, **kwargs)
+        _randomise(theirs, gen)
+        ours = mh.MultiHeadAttention.from_torch(theirs)
+    elif direction == "to_torch":
+        ours = mh.MultiHeadAttention(embed_dim, num_heads, **kwargs)
+        _randomise(ours, gen)
+        theirs = ours.to_torch()
+    else:  # pragma: no cover - a typo in a test
+        raise ValueError(f"direction must be 'from_torch' or 'to_torch', got {direction!r}")
+    return ours, theirs
+
+
+def _grads_by_torch_name(ours: mh.MultiHeadAttention) -> dict[str, torch.Tensor]:
+    """Our parameters' gradients under the names nn.MultiheadAttention gives the same numbers."""
+    projections = (ours.W_q, ours.W_k, ours.W_v)
+    grads: dict[str, torch.Tensor] = {}
+    if ours.kdim == ours.embed_dim and ours.vdim == ours.embed_dim:
+        grads["in_proj_weight"] = torch.cat([lin.weight.grad for lin in projections])  # three (E, E) -> (3E, E)
+    else:
+        for name, lin in zip(("q_proj_weight", "k_proj_weight", "v_proj_weight"), projections, strict=True):
+            grads[name] = lin.weight.grad
+    grads["out_proj.weight"] = ours.W_o.weight.grad
+    if ours.has_bias:
+        grads["in_proj_bias"] = torch.cat([lin.bias.grad for lin in projections])  # three (E,) -> (3E,)
+        grads["out_proj.bias"] = ours.W_o.bias.grad
+    return grads
+
+
+@pytest.fixture
+def mha_pair():
+    return _mha_pair
+
+
+@pytest.fixture
+def grads_by_torch_name():
+    return _grads_by_torch_name
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tiny-tensor tests on one thread: threads only add overhead at these sizes, and the machine's
+    cores are shared (with two threads under load the parity grid took twice as long)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
