@@ -303,29 +303,47 @@ def _call_student(fn: Callable, *args, **kwargs):
     return result
 
 
+class CheckResult:
+    """What a checker returns: truthy when the exercise passed. It shows nothing in a notebook (the checker has
+    already printed its verdict), so an exercise cell ends with the one line a student needs to read."""
+
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:  # IPython calls this instead of printing the repr: show nothing
+        pass
+
+
 def exercise_checker(title: str) -> Callable:
     """Decorator for checkers: the wrapped function returns None on success or a hint string on failure.
 
     The decorated checker prints ``✅ <title>: passed``, ``❌ <title>: <hint>`` or ``⏳ <title>: not yet ...`` and
-    returns True only on success. Errors raised by the student's code become hints, never tracebacks.
+    returns a :class:`CheckResult`, truthy only on success. Errors raised by the student's code become hints, never
+    tracebacks.
     """
 
-    def wrap(check: Callable[..., str | None]) -> Callable[..., bool]:
+    def wrap(check: Callable[..., str | None]) -> Callable[..., CheckResult]:
         @functools.wraps(check)
-        def run(*args, **kwargs) -> bool:
+        def run(*args, **kwargs) -> CheckResult:
             try:
                 hint = check(*args, **kwargs)
             except _NotYet:
                 print(f"⏳ {title}: not yet — replace the `raise NotImplementedError` with your code, then run again.")
-                return False
+                return CheckResult(False)
             except Exception as exc:  # the student's code raised: report it as a hint
                 print(f"❌ {title}: your function raised {type(exc).__name__}: {exc}")
-                return False
+                return CheckResult(False)
             if hint:
                 print(f"❌ {title}: {hint}")
-                return False
+                return CheckResult(False)
             print(f"✅ {title}: passed")
-            return True
+            return CheckResult(True)
 
         return run
 
