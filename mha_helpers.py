@@ -2765,6 +2765,10 @@ def _lookup_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE_INDEX)  # (B*seq*2, vocab)
 
 
+#: Finished training runs of :func:`train_lookup_model`, by their arguments: ``(state_dict, losses)``.
+_TRAINED_LOOKUP_RUNS: dict[tuple, tuple[dict[str, torch.Tensor], list[float]]] = {}
+
+
 def train_lookup_model(
     num_heads: int,
     d_model: int = 8,
@@ -2783,6 +2787,10 @@ def train_lookup_model(
     state is left alone; the data from its own generator), and training runs on one CPU thread, so the same seed
     gives bit-identical results on every run and at any ``OMP_NUM_THREADS``. ``progress`` shows a tqdm bar.
     The model comes back in eval mode; ``losses`` holds the loss of every step.
+
+    Because a run is fully determined by its arguments, finished runs are remembered for the session: asking again
+    with the same arguments returns a fresh copy of the same trained model at once (the sweep reuses the runs of
+    the notebook's first comparison this way).
     """
     _check_positive_int("num_heads", num_heads)
     _check_positive_int("d_model", d_model)
@@ -2790,10 +2798,22 @@ def train_lookup_model(
     _check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
+        raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.03, got lr={lr!r}")
     if d_model % num_heads:
         raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
                          f"{', '.join(map(str, valid_head_counts(d_model)))}")
+    make_two_lookup_batch(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size first
+    _check_bool("progress", progress)
     from tqdm.auto import tqdm
+
+    key = (num_heads, d_model, seed, steps, batch_size, float(lr), seq_len, vocab_size)
+    if key in _TRAINED_LOOKUP_RUNS:
+        state, losses = _TRAINED_LOOKUP_RUNS[key]
+        with torch.random.fork_rng(devices=[]):  # building the model draws random weights: keep the caller's RNG
+            model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
+        model.load_state_dict(state)
+        return model.eval(), list(losses)
 
     data = torch.Generator().manual_seed(10_000 + seed)
     losses: list[float] = []
@@ -2812,6 +2832,7 @@ def train_lookup_model(
             losses.append(loss.item())
             if step % 20 == 0 or step == steps - 1:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    _TRAINED_LOOKUP_RUNS[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, list(losses))
     return model.eval(), losses
 
 
@@ -2935,41 +2956,48 @@ def plot_lookup_heads(
     fig.legend(
         handles=[Patch(fill=False, edgecolor="red", lw=2, label="where 'previous' must look: key i-1"),
                  Patch(fill=False, edgecolor="deepskyblue", lw=2, ls="--", label="where 'first' must look: key 0")],
-        loc="lower center", ncol=2, fontsize=9, frameon=False,
+        loc="lower center", ncol=2 if num_heads > 1 else 1, fontsize=9, frameon=False,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 if num_heads > 1 else 0.09, 1, 1))
     return fig
 
 
 def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | None = None, ax=None):
-    """Accuracy (both look-ups right) against the number of heads: every seed as a dot, the mean as a line with
-    min-max bars; a dashed line for each look-up's mean. Returns the ``Axes``."""
+    """Accuracy against the number of heads, from :func:`head_count_sweep`'s results: "both look-ups right" as the
+    mean with min-max bars and every seed as a dot; each look-up's mean as a thin line; the 1-in-8 guessing level.
+    Returns the ``Axes``."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 4.0))
+        _, ax = plt.subplots(figsize=(7.5, 5.2))
     heads = list(results)
+    n_seeds = len(results[heads[0]])
     xs = list(range(len(heads)))  # evenly spaced, labelled with the head counts
     for key, style in (("previous", {"ls": "--", "color": "tab:orange"}), ("first", {"ls": ":", "color": "tab:green"})):
         means = [sum(r[key] for r in results[h]) / len(results[h]) for h in heads]
-        ax.plot(xs, [100 * m for m in means], marker=".", label=f"'{key}' look-up right (mean)", **style)
+        ax.plot(xs, [100 * m for m in means], marker=".", label=f"'{key}' right (mean)", **style)
     rows = sweep_summary(results)
     means = [100 * r["mean"] for r in rows]
     lower = [100 * (r["mean"] - r["min"]) for r in rows]
     upper = [100 * (r["max"] - r["mean"]) for r in rows]
     ax.errorbar(xs, means, yerr=[lower, upper], color="tab:blue", marker="o", capsize=5, lw=2,
-                label="both right: mean, min–max over seeds")
+                label=f"both right: mean, min–max over {n_seeds} seeds")
     for x, h in zip(xs, heads, strict=True):
-        ax.scatter([x] * len(results[h]), [100 * r["both"] for r in results[h]], color="tab:blue", s=12, alpha=0.5,
-                   zorder=3)
+        runs = results[h]
+        offsets = [0.12 + 0.04 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]  # beside the bar, spread out
+        ax.scatter([x + o for o in offsets], [100 * r["both"] for r in runs], color="tab:blue", s=14, alpha=0.6,
+                   zorder=3, label="both right: one seed" if x == 0 else None)
+    ax.axhline(100 / 8, color="grey", lw=1, ls="-.", label="guessing one look-up: 1 in 8")
     d_model = d_model if d_model is not None else heads[-1]
     ax.set_xticks(xs, [f"{h}\n(head_dim {d_model // h})" for h in heads])
+    ax.set_xlim(-0.4, len(heads) - 0.6)
     ax.set_xlabel(f"number of heads at d_model = {d_model}")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title("Same model size, different number of heads")
-    ax.legend(loc="lower center", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
+    ax.figure.tight_layout()
     return ax
 
 
@@ -3705,13 +3733,11 @@ def _run_memory_job(job: dict, device: torch.device):
 
 def _measure_in_this_process(job: dict, device: torch.device, reset: bool) -> float:
     """Peak bytes above the starting point while the job runs once (after a small warm-up of the same method)."""
-    import gc
     import resource
 
     torch.set_num_threads(job.get("threads", torch.get_num_threads()))
     _run_memory_job({**job, "seq": min(job["seq"], 64)}, device)()  # warm-up: lazy initialisation, thread pools
-    run = _run_memory_job(job, device)
-    gc.collect()
+    run = _run_memory_job(job, device)  # (the previous job's tensors are gone: nothing refers to them any more)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

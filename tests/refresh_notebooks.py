@@ -26,6 +26,7 @@ def refresh(path: Path) -> float:
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
         store_widget_state=True,
+        record_timing=False,  # no timestamps in cell metadata: a refresh changes only what really changed
     )
     start = time.perf_counter()
     client.execute()
