@@ -1700,13 +1700,15 @@ def explorer_module(d_model: int = 16, seed: int = 0, gain: float = 2.5) -> Mult
 
     Its weights are PyTorch's initialisation (as ``nn.MultiheadAttention``'s) drawn from ``seed``, except that
     ``W_q`` and ``W_k`` are multiplied by ``gain`` (the attention scores by ``gain**2``): an untrained module with
-    ``gain=1`` attends almost uniformly, so every head's map is a flat ``1/seq`` and the heads look alike
+    ``gain=1`` attends almost uniformly, so every head's map is close to a flat ``1/seq`` and the heads look alike
     (notebook 06 prints that). The weights are still random, and the same for every head count.
     The random draw happens under a forked random state: it does not change the notebook's own random numbers.
     """
     _check_positive_int("d_model", d_model)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise TypeError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int >= 0, got {seed!r} of type {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got seed={seed}")
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
         raise ValueError(f"gain must be a positive number, got gain={gain!r}")
     with torch.random.fork_rng(devices=[]):
@@ -1753,9 +1755,10 @@ def head_attention_maps(
     """
     _check_bool("causal", causal)
     _check_float_tensor("x", x, ranks=(3,))
+    view = resplit_heads(module, num_heads)
+    view.batch_first = True  # x is (batch, seq, embed_dim) here, whatever layout the module itself expects
     with torch.no_grad():
-        _, weights = resplit_heads(module, num_heads)(x, need_weights=True, average_attn_weights=False,
-                                                      is_causal=causal)
+        _, weights = view(x, need_weights=True, average_attn_weights=False, is_causal=causal)
     return weights  # (batch, num_heads, seq, seq)
 
 
@@ -2069,7 +2072,9 @@ class HeadExplorer:
                                      layout=widgets.Layout(width="340px"))
         self.readout = widgets.HTML()
         self.readout.add_class("mha-head-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+        # flex-start: keep the figure's own size (a box would stretch it to its full width and blur it)
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto",
+                                                                       align_self="flex-start"))
         self.image.add_class("mha-head-figure")
         self.table = widgets.HTML()
         self.table.add_class("mha-head-table")
@@ -2934,8 +2939,8 @@ def plot_lookup_heads(
 ):
     """Per-head maps ``(num_heads, L, L)`` (or ``(1, num_heads, L, L)``) of a :class:`TinyLookupModel`, with the cells
     each look-up needs outlined: key ``i-1`` for "previous" (red, solid) and key 0 for "first" (blue, dashed),
-    for the queries ``i >= 2``. Each head's title gives its :func:`attention_shares` on this example. Returns the
-    Figure."""
+    for the queries ``i >= 2``. Each head's title gives its :func:`attention_shares` on the sequences drawn (pass
+    one sequence, ``(1, heads, L, L)``, for a readable map). Returns the Figure."""
     from matplotlib.patches import Patch, Rectangle
 
     w = weights.detach()
@@ -2952,7 +2957,8 @@ def plot_lookup_heads(
         for i in range(2, L):  # cell (row i, column j) spans x in [j, j+1], y in [i, i+1]
             ax.add_patch(Rectangle((i - 1, i), 1, 1, fill=False, edgecolor="red", lw=2.2))
             ax.add_patch(Rectangle((0.04, i + 0.04), 0.92, 0.92, fill=False, edgecolor="deepskyblue", lw=2.2, ls="--"))
-        ax.set_title(f"head {h}: {shares[h, 0]:.0%} on previous, {shares[h, 1]:.0%} on first", fontsize=10)
+        ax.set_title(f"head {h}, on this example: {shares[h, 0]:.0%} on previous, {shares[h, 1]:.0%} on first",
+                     fontsize=10)
     fig.legend(
         handles=[Patch(fill=False, edgecolor="red", lw=2, label="where 'previous' must look: key i-1"),
                  Patch(fill=False, edgecolor="deepskyblue", lw=2, ls="--", label="where 'first' must look: key 0")],
@@ -3081,7 +3087,7 @@ def check_switch_off_head(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
     concatenated head outputs with head ``head``'s ``head_dim`` features set to zero (what :func:`heads_switched_off`
     does just before W_o). The input must not change."""
     g = torch.Generator().manual_seed(803)
-    for batch, seq, num_heads, head_dim, head in ((2, 5, 2, 4, 1), (1, 3, 4, 3, 2), (2, 4, 4, 2, 0)):
+    for batch, seq, num_heads, head_dim, head in ((1, 3, 4, 3, 2), (2, 5, 2, 4, 1), (2, 4, 4, 2, 0)):
         merged = torch.randn(batch, seq, num_heads * head_dim, generator=g)
         original = merged.clone()
         expected = _switch_off_reference(merged, num_heads, head)
@@ -3098,13 +3104,14 @@ def check_switch_off_head(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
         if _close(got, interleaved.view(batch, seq, -1)):
             return ("you zeroed every num_heads-th feature: a head's features are contiguous, "
                     "merged[..., head * head_dim : (head + 1) * head_dim]")
+        for other in range(num_heads):
+            if other != head and _close(got, _switch_off_reference(merged, num_heads, other)):
+                return (f"you switched off head {other} instead of head {head}: head h owns the features "
+                        f"h*head_dim .. (h+1)*head_dim - 1")
         only = torch.zeros_like(merged)
         only[..., head * head_dim : (head + 1) * head_dim] = merged[..., head * head_dim : (head + 1) * head_dim]
         if _close(got, only):
             return "you kept ONLY that head and zeroed the others; switch off just head `head`"
-        for other in range(num_heads):
-            if other != head and _close(got, _switch_off_reference(merged, num_heads, other)):
-                return f"you switched off head {other} instead of head {head}: head h owns features h*head_dim .. (h+1)*head_dim - 1"
         return "right shape, wrong values: zero merged[..., head * head_dim : (head + 1) * head_dim] in a copy"
     return None
 
@@ -3319,11 +3326,11 @@ def online_softmax_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    block_size: int = 512,
+    block_size: int = 1024,
     is_causal: bool = False,
     scale: float | None = None,
     *,
-    query_block_size: int | None = None,
+    query_block_size: int = 1024,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ · scale) V over blocks of keys, FlashAttention-style: the L x S matrix never exists.
 
@@ -3333,10 +3340,12 @@ def online_softmax_attention(
     lets query i see keys 0..i (top-left aligned, as torch's; with L > S the queries i >= S see every key), and
     skips the blocks above the diagonal. ``scale`` defaults to 1/√d_k.
 
-    How: queries are cut into blocks of ``query_block_size`` rows (default 1024) and keys into blocks of
-    ``block_size``; for each query block, a running max m, a running sum l and an output accumulator walk over
-    the key blocks (when m grows, the old l and accumulator are multiplied by exp(m_old - m_new)). Temporaries are
-    ``(..., query_block_size, block_size)``, so memory is linear in the sequence length.
+    How: queries are cut into blocks of ``query_block_size`` rows and keys into blocks of ``block_size``; for each
+    query block, a running max m, a running sum l and an output accumulator walk over the key blocks (when m grows,
+    the old l and accumulator are multiplied by exp(m_old - m_new)). Temporaries are ``(..., query_block_size,
+    block_size)``, so memory is linear in the sequence length: 4 MiB per (batch, head) pair at the default 1024 x 1024
+    in float32 (pass smaller blocks when batch x heads is large). Large blocks keep the Python loop short and every
+    PyTorch operation big, which is what makes this plain-PyTorch version fast.
 
     Backward is its own (``torch.autograd.Function``): it saves q, k, v, the output and one log-sum-exp per row, and
     recomputes each block's probabilities, so training memory is linear too. float16/bfloat16 inputs are computed
@@ -3347,7 +3356,6 @@ def online_softmax_attention(
         if t.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dims (..., seq, features), got shape {tuple(t.shape)}")
     _check_positive_int("block_size", block_size)
-    query_block_size = 1024 if query_block_size is None else query_block_size
     _check_positive_int("query_block_size", query_block_size)
     _check_bool("is_causal", is_causal)
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
@@ -3719,7 +3727,7 @@ def _run_memory_job(job: dict, device: torch.device):
             if method == "naive":
                 return scaled_dot_product_attention(q, k, v, is_causal=is_causal)[0]
             if method == "online":
-                return online_softmax_attention(q, k, v, block_size=job.get("block_size", 512), is_causal=is_causal)
+                return online_softmax_attention(q, k, v, block_size=job.get("block_size", 1024), is_causal=is_causal)
             return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
     def run():
