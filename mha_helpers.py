@@ -3388,9 +3388,10 @@ def online_softmax_attention(
     lead, (L, d_k), (S, d_v) = query.shape[:-2], query.shape[-2:], value.shape[-2:]
     scale = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
     work = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
-    q = query.reshape(-1, L, d_k).to(work)  # (..., L, d_k) -> (N, L, d_k), N = the product of the leading dims
-    k = key.reshape(-1, S, d_k).to(work)  # (..., S, d_k) -> (N, S, d_k)
-    v = value.reshape(-1, S, d_v).to(work)  # (..., S, d_v) -> (N, S, d_v)
+    N = math.prod(lead)  # the product of the leading dims, e.g. batch * heads
+    q = query.reshape(N, L, d_k).to(work)  # (..., L, d_k) -> (N, L, d_k)
+    k = key.reshape(N, S, d_k).to(work)  # (..., S, d_k) -> (N, S, d_k)
+    v = value.reshape(N, S, d_v).to(work)  # (..., S, d_v) -> (N, S, d_v)
     out = _OnlineSoftmaxAttention.apply(q, k, v, block_size, query_block_size, is_causal, scale)  # (N, L, d_v)
     return out.to(query.dtype).view(*lead, L, d_v)  # (N, L, d_v) -> (..., L, d_v)
 
@@ -3552,7 +3553,7 @@ def grouped_query_attention(
     if attn_mask is not None:
         attn_mask = attn_mask.repeat(group, 1)  # (L, S) -> (group·L, S): the same rows for every head of a group
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask, scale=scale)  # (batch, H_kv, group·L, hd)
-    return out.view(batch, num_heads, L, head_dim)  # (batch, H_kv, group·L, hd) -> (batch, H, L, hd)
+    return out.reshape(batch, num_heads, L, head_dim)  # (batch, H_kv, group·L, hd) -> (batch, H, L, hd)
 
 
 def kv_cache_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, bytes_per_value: int = 2) -> int:
@@ -3650,8 +3651,11 @@ class GroupedQuerySelfAttention(nn.Module):
         return KVCache(batch, self.num_kv_heads, self.head_dim, max_len, dtype=w.dtype, device=w.device)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
         _check_float_tensor("x", x, ranks=(3,))
-        batch, T, _ = x.shape
+        batch, T, features = x.shape
+        if features != self.d_model:
+            raise ValueError(f"x has {features} features (shape {tuple(x.shape)}) but the layer has d_model={self.d_model}")
         hd = self.head_dim
         q = self.W_q(x).view(batch, T, self.num_heads, hd).transpose(1, 2)  # (batch, T, d) -> (batch, H, T, hd)
         k = self.W_k(x).view(batch, T, self.num_kv_heads, hd).transpose(1, 2)  # -> (batch, H_kv, T, hd)
