@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyterlab_driver import ROOT, JupyterLabServer, NotebookPage, chromium_path, prepare_workdir
+from jupyterlab_driver import PANEL, ROOT, JupyterLabServer, NotebookPage, chromium_path, prepare_workdir
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ARTIFACTS = ROOT / "test-artifacts"
@@ -165,6 +165,27 @@ def test_the_harness_sees_tracebacks_and_broken_widgets(lab, browser):
         shot = _screenshot(check.panel, "harness-check.png")
         assert shot is not None and shot.stat().st_size > 0
         shot.unlink()
+    finally:
+        page.close()
+        lab.shutdown_all_kernels()
+
+
+def test_presentation_mode_for_teachers(lab, browser):
+    """TEACHING.md tells teachers to present with View > Appearance > Presentation Mode: it exists and enlarges text."""
+    page = browser.new_page()
+    try:
+        nb = NotebookPage(page, lab, NOTEBOOKS[0].name)
+        nb.open()
+        prose = f"{PANEL} .jp-RenderedMarkdown p"
+        size = f"parseFloat(getComputedStyle(document.querySelector('{prose}')).fontSize)"
+        page.locator(prose).first.wait_for()
+        before = page.evaluate(size)
+        page.locator(".lm-MenuBar-item", has_text="View").first.click()
+        page.locator(".lm-Menu-item", has_text="Appearance").first.hover()  # a submenu of View
+        page.locator('.lm-Menu-item[data-command="application:toggle-presentation-mode"]').first.click()
+        page.locator("#main.jp-mod-presentationMode").wait_for(timeout=10_000)
+        after = page.evaluate(size)
+        assert after > before, f"presentation mode did not enlarge the text: {before} px -> {after} px"
     finally:
         page.close()
         lab.shutdown_all_kernels()
