@@ -2,7 +2,7 @@
 
 * :func:`chromium_path` finds Debian's ``chromium`` (Playwright never downloads a browser here).
 * :func:`prepare_workdir` copies the notebooks (outputs and saved widget state cleared, so "every prompt is numbered"
-  means "ran in this browser") and ``images/`` into a temporary folder outside the repository.
+  means "ran in this browser"), ``images/`` and ``requirements.txt`` into a temporary folder outside the repository.
 * :class:`JupyterLabServer` starts ``jupyter lab`` on 127.0.0.1 with a random token and throw-away config, data,
   runtime and settings folders, in its own process group, and stops it by signalling that group.
 * :class:`NotebookPage` opens one notebook in a Playwright page, waits for a really ready kernel, runs all cells,
@@ -66,6 +66,7 @@ def prepare_workdir(dest: Path, notebooks: list[Path]) -> Path:
         nbformat.write(nb, dest / "notebooks" / path.name)
     if (ROOT / "images").is_dir():
         shutil.copytree(ROOT / "images", dest / "images")  # notebooks show ../images/NAME.svg
+    shutil.copy(ROOT / "requirements.txt", dest / "requirements.txt")  # 00_start_here checks the pins it lists
     return dest
 
 
