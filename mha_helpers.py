@@ -350,6 +350,15 @@ def exercise_checker(title: str) -> Callable:
     return wrap
 
 
+def _matches(got: object, expected: torch.Tensor, atol: float = 1e-5) -> bool:
+    """True when ``got`` is a tensor of ``expected``'s shape with the same values (``atol``, ``rtol=1e-4``; NaN never matches)."""
+    return (
+        isinstance(got, torch.Tensor)
+        and tuple(got.shape) == tuple(expected.shape)
+        and bool(torch.allclose(got.detach().double().cpu(), expected.detach().double().cpu(), atol=atol, rtol=1e-4))
+    )
+
+
 def _shape_hint(name: str, got: object, expected: Sequence[int]) -> str | None:
     """A hint when ``got`` is not a tensor of shape ``expected``; None when it is."""
     if not isinstance(got, torch.Tensor):
@@ -556,6 +565,44 @@ def check_soft_lookup(fn: Callable) -> str | None:
 # =====================================================================================================
 
 
+def _check_qkv(query: object, key: object, value: object) -> None:
+    """Checks every attention function shares: query ``(..., L, d_k)``, key ``(..., S, d_k)``, value ``(..., S, d_v)``,
+    all floating point, of one dtype and on one device."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_float_tensor(name, t)
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have at least 2 dims (..., seq, features), got shape {tuple(t.shape)}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"query and key must have the same last dim d_k to be compared by a dot product, "
+            f"got query {tuple(query.shape)} and key {tuple(key.shape)}"
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"key and value must have the same length S (one value per key), "
+            f"got key {tuple(key.shape)} and value {tuple(value.shape)}"
+        )
+    for name, t in (("key", key), ("value", value)):
+        if t.dtype != query.dtype:
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but query has {query.dtype}; convert it with {name}.to({query.dtype})"
+            )
+        if t.device != query.device:
+            raise ValueError(f"{name} is on {t.device} but query is on {query.device}; move it with {name}.to(query.device)")
+
+
+def _check_scale(scale: object) -> None:
+    """``scale`` is None (meaning 1/√d_k) or a positive, finite number."""
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(
+            f"scale must be a positive float or None (meaning 1/sqrt(d_k)), got {scale!r} of type {type(scale).__name__}"
+        )
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number or None (meaning 1/sqrt(d_k)), got scale={scale!r}")
+
+
 def scaled_dot_product_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -582,22 +629,7 @@ def scaled_dot_product_attention(
     softmax (and rescales the rest by ``1/(1-p)``); pass it only in training. Differences from PyTorch's function:
     it also returns the weights, and bad arguments raise a ValueError/TypeError that says what would work.
     """
-    _check_float_tensor("query", query)
-    _check_float_tensor("key", key)
-    _check_float_tensor("value", value)
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if t.dim() < 2:
-            raise ValueError(f"{name} must have at least 2 dims (..., seq, features), got shape {tuple(t.shape)}")
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must have the same last dim d_k to be compared by a dot product, "
-            f"got query {tuple(query.shape)} and key {tuple(key.shape)}"
-        )
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(
-            f"key and value must have the same length S (one value per key), "
-            f"got key {tuple(key.shape)} and value {tuple(value.shape)}"
-        )
+    _check_qkv(query, key, value)
     try:  # the leading dims (e.g. batch, heads) must match or broadcast, as in a batched matrix multiply
         torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     except RuntimeError:
@@ -605,27 +637,13 @@ def scaled_dot_product_attention(
             f"query, key and value must have the same leading dims (..., e.g. batch and heads) or dims of size 1, "
             f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
         ) from None
-    for name, t in (("key", key), ("value", value)):
-        if t.dtype != query.dtype:
-            raise TypeError(
-                f"{name} has dtype {t.dtype} but query has {query.dtype}; convert it with {name}.to({query.dtype})"
-            )
-        if t.device != query.device:
-            raise ValueError(f"{name} is on {t.device} but query is on {query.device}; move it with {name}.to(query.device)")
     _check_bool("is_causal", is_causal)
     if is_causal and attn_mask is not None:
         raise ValueError(
             "pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention); for a causal mask "
             "combined with another one, pass attn_mask=causal_mask(L, S) & your_mask"
         )
-    if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-            raise TypeError(
-                f"scale must be a positive float or None (meaning 1/sqrt(d_k)), got {scale!r} of type "
-                f"{type(scale).__name__}"
-            )
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive finite number or None (meaning 1/sqrt(d_k)), got scale={scale!r}")
+    _check_scale(scale)
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
         raise TypeError(f"dropout_p must be a float in [0, 1), got {dropout_p!r} of type {type(dropout_p).__name__}")
     if not 0.0 <= dropout_p < 1.0:
@@ -672,15 +690,6 @@ def scaled_dot_product_attention(
 
 
 # ---- notebook 02: exercise checkers -----------------------------------------------------------------
-
-
-def _matches(got: object, expected: torch.Tensor, atol: float = 1e-5) -> bool:
-    """True when ``got`` is a tensor of ``expected``'s shape with the same values (``atol``, ``rtol=1e-4``; NaN never matches)."""
-    return (
-        isinstance(got, torch.Tensor)
-        and tuple(got.shape) == tuple(expected.shape)
-        and bool(torch.allclose(got.detach().double().cpu(), expected.detach().double().cpu(), atol=atol, rtol=1e-4))
-    )
 
 
 def _pair_hint(got: object, names: str) -> str | None:
@@ -1047,15 +1056,6 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 # ---- notebook 04: exercise checkers -----------------------------------------------------------------
 
 
-def _close(got: object, expected: torch.Tensor, atol: float = 1e-5) -> bool:
-    """True when ``got`` is a tensor with ``expected``'s shape and values (within ``atol``/``rtol=1e-4``)."""
-    return (
-        isinstance(got, torch.Tensor)
-        and tuple(got.shape) == tuple(expected.shape)
-        and bool(torch.allclose(got.detach().float().cpu(), expected.detach().float().cpu(), atol=atol, rtol=1e-4))
-    )
-
-
 def _split_heads_cases() -> list[tuple[torch.Tensor, int]]:
     """Hidden inputs ``(x, num_heads)``: seq, heads and head_dim differ in each, so a swapped axis always shows."""
     g = torch.Generator().manual_seed(404)
@@ -1092,18 +1092,18 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str | 
         hint = _shape_hint("your output", got, expected.shape)
         if hint:
             return f"{hint} = (batch, heads, seq, head_dim) for x of shape {tuple(x.shape)} and num_heads={num_heads}"
-        if _close(got, x.reshape(batch, num_heads, seq, head_dim)):
+        if _matches(got, x.reshape(batch, num_heads, seq, head_dim)):
             return (
                 "you reshaped straight to (batch, heads, seq, head_dim): tokens are scrambled (head 0's rows are the "
                 "first tokens' features, cut in pieces) — view to (batch, seq, heads, head_dim) first, then "
                 "transpose(1, 2)"
             )
-        if _close(got, x.reshape(batch, seq, head_dim, num_heads).permute(0, 3, 1, 2)):
+        if _matches(got, x.reshape(batch, seq, head_dim, num_heads).permute(0, 3, 1, 2)):
             return (
                 f"features interleaved: your head h gets features h, h + {num_heads}, h + {2 * num_heads}, ...; "
                 "each head owns a block of head_dim consecutive features: view to (batch, seq, heads, head_dim)"
             )
-        if not _close(got, expected):
+        if not _matches(got, expected):
             bad = ((got.detach().float() - expected).abs() > 1e-5).any(dim=0).any(dim=-1)  # (heads, seq)
             h, t = (int(i) for i in bad.nonzero()[0])
             return (
@@ -1126,12 +1126,12 @@ def check_head_weight(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> s
         rows = slice(head * head_dim, (head + 1) * head_dim)
         expected = weight[rows]  # (head_dim, d_model)
         got = _call_student(fn, weight.clone(), head, num_heads)
-        if _close(got, weight[:, rows]) or _close(got, weight[:, rows].T):
+        if _matches(got, weight[:, rows]) or _matches(got, weight[:, rows].T):
             return (
                 "you took a block of columns: nn.Linear's weight has shape (out_features, in_features) and computes "
                 "x @ weight.T, so a head, which owns a block of OUTPUT features, owns a block of ROWS"
             )
-        if _close(got, weight[head::num_heads]):
+        if _matches(got, weight[head::num_heads]):
             return (
                 f"you took rows head, head + {num_heads}, head + {2 * num_heads}, ...; a head owns a block of head_dim "
                 "CONSECUTIVE rows, "
@@ -1140,9 +1140,9 @@ def check_head_weight(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> s
         hint = _shape_hint("your block", got, expected.shape)
         if hint:
             return f"{hint} = (head_dim, d_model) for a ({d_model}, {d_model}) weight and num_heads={num_heads}"
-        if not _close(got, expected):
+        if not _matches(got, expected):
             for other in range(num_heads):
-                if _close(got, weight[other * head_dim : (other + 1) * head_dim]):
+                if _matches(got, weight[other * head_dim : (other + 1) * head_dim]):
                     return f"you returned head {other}'s rows for head={head}: head h owns rows h*head_dim ... (h+1)*head_dim - 1"
             return f"right shape, wrong values: for head={head}, num_heads={num_heads} expected weight[{rows.start}:{rows.stop}]"
     return None
@@ -1572,17 +1572,17 @@ def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
         hint = _shape_hint("your output", got, expected.shape)
         if hint:
             return f"{hint} = (batch, seq, heads * head_dim) for x of shape {tuple(x.shape)}"
-        if _close(got, x.reshape(batch, seq, d_model)):
+        if _matches(got, x.reshape(batch, seq, d_model)):
             return (
                 "forgot to transpose back: reshaping (batch, heads, seq, head_dim) straight to (batch, seq, d_model) "
                 "scrambles the tokens — .transpose(1, 2) to (batch, seq, heads, head_dim) first, then reshape"
             )
-        if _close(got, x.permute(0, 2, 3, 1).reshape(batch, seq, d_model)):
+        if _matches(got, x.permute(0, 2, 3, 1).reshape(batch, seq, d_model)):
             return (
                 "features interleaved: you put head_dim before heads (e.g. permute(0, 2, 3, 1)), so the heads' "
                 "features alternate; transpose(1, 2) keeps each head's head_dim features together"
             )
-        if not _close(got, expected):
+        if not _matches(got, expected):
             return "right shape, wrong values: output[:, t, h*head_dim:(h+1)*head_dim] should be x[:, h, t, :]"
     return None
 
@@ -1671,12 +1671,12 @@ def check_mha_forward(fn: Callable[..., torch.Tensor]) -> str | None:
         hint = _shape_hint("your output", got, expected.shape)
         if hint:
             return f"{hint} = (batch, seq, d_model)"
-        if _close(got, expected, atol=1e-4):
+        if _matches(got, expected, atol=1e-4):
             continue
         with torch.no_grad():
             for kwargs, why in mistakes:
                 kwargs = {"scale": 1.0 / math.sqrt(d_model)} if kwargs is None else kwargs
-                if _close(got, _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs), atol=1e-4):
+                if _matches(got, _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs), atol=1e-4):
                     return why
         diff = float((got.detach().float() - expected).abs().max())
         return f"right shape, wrong values (largest difference {diff:.3g}); check each step's shape against the notebook"
@@ -2563,10 +2563,10 @@ def check_pre_norm_sublayer(fn: Callable[..., torch.Tensor]) -> str | None:
         hint = _shape_hint("your output", got, x.shape)
         if hint:
             return f"{hint}: a residual sub-layer keeps the shape (batch, L, d_model)"
-        if _close(got, variants["right"]):
+        if _matches(got, variants["right"]):
             continue
         for name, expected in variants.items():
-            if name != "right" and _close(got, expected):
+            if name != "right" and _matches(got, expected):
                 return hints[name]
         return "right shape, wrong values: compute h = norm(x), then return x + sublayer(h)"
     return None
@@ -3055,7 +3055,7 @@ def check_previous_share(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | No
         hint = _shape_hint("your result", got, expected.shape)
         if hint:
             return f"{hint} = (heads,): one share per head"
-        if _close(got, expected):
+        if _matches(got, expected):
             continue
         i = torch.arange(L)
         wrong = {
@@ -3067,7 +3067,7 @@ def check_previous_share(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | No
                 weights[:, :, i[1:], i[1:] - 1].mean(dim=(0, 2)),
         }
         for why, value in wrong.items():
-            if _close(got, value):
+            if _matches(got, value):
                 return f"you averaged {why}"
         return "right shape, wrong values: average weights[b, h, i, i-1] over b and i = 2 .. L-1, for each head h"
     return None
@@ -3097,20 +3097,20 @@ def check_switch_off_head(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
             return f"{hint}: switching a head off keeps the shape (batch, seq, d_model)"
         if not torch.equal(merged, original):
             return "your function changed its input in place: clone it first (merged.clone()), then zero the slice"
-        if _close(got, expected):
+        if _matches(got, expected):
             continue
         interleaved = merged.clone().view(batch, seq, head_dim, num_heads)
         interleaved[..., head] = 0.0  # wrong: treats the features as (head_dim, heads)
-        if _close(got, interleaved.view(batch, seq, -1)):
+        if _matches(got, interleaved.view(batch, seq, -1)):
             return ("you zeroed every num_heads-th feature: a head's features are contiguous, "
                     "merged[..., head * head_dim : (head + 1) * head_dim]")
         for other in range(num_heads):
-            if other != head and _close(got, _switch_off_reference(merged, num_heads, other)):
+            if other != head and _matches(got, _switch_off_reference(merged, num_heads, other)):
                 return (f"you switched off head {other} instead of head {head}: head h owns the features "
                         f"h*head_dim .. (h+1)*head_dim - 1")
         only = torch.zeros_like(merged)
         only[..., head * head_dim : (head + 1) * head_dim] = merged[..., head * head_dim : (head + 1) * head_dim]
-        if _close(got, only):
+        if _matches(got, only):
             return "you kept ONLY that head and zeroed the others; switch off just head `head`"
         return "right shape, wrong values: zero merged[..., head * head_dim : (head + 1) * head_dim] in a copy"
     return None
@@ -3351,39 +3351,19 @@ def online_softmax_attention(
     recomputes each block's probabilities, so training memory is linear too. float16/bfloat16 inputs are computed
     in float32 and returned in their dtype. Works on any device (CPU, CUDA, ...).
     """
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        _check_float_tensor(name, t)
-        if t.dim() < 2:
-            raise ValueError(f"{name} must have at least 2 dims (..., seq, features), got shape {tuple(t.shape)}")
+    _check_qkv(query, key, value)
     _check_positive_int("block_size", block_size)
     _check_positive_int("query_block_size", query_block_size)
     _check_bool("is_causal", is_causal)
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
-        raise ValueError(f"scale must be a positive number or None (meaning 1/sqrt(d_k)), got scale={scale!r}")
+    _check_scale(scale)
     if not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2]):
         raise ValueError(
             f"query, key and value must have the same leading dims (...), e.g. (batch, heads), got query "
             f"{tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}; for fewer K/V heads use "
             f"grouped_query_attention"
         )
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must have the same last dim d_k to be compared by a dot product, "
-            f"got query {tuple(query.shape)} and key {tuple(key.shape)}"
-        )
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(
-            f"key and value must have the same length S (one value per key), "
-            f"got key {tuple(key.shape)} and value {tuple(value.shape)}"
-        )
     if key.shape[-2] == 0:
         raise ValueError(f"key has no positions (S=0, shape {tuple(key.shape)}): there is nothing to attend to")
-    if not (query.dtype == key.dtype == value.dtype):
-        raise TypeError(f"query, key and value must share one dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
-    if not (query.device == key.device == value.device):
-        raise ValueError(
-            f"query, key and value must be on one device, got {query.device}, {key.device}, {value.device}"
-        )
 
     lead, (L, d_k), (S, d_v) = query.shape[:-2], query.shape[-2:], value.shape[-2:]
     scale = 1.0 / math.sqrt(d_k) if scale is None else float(scale)

@@ -196,7 +196,7 @@ def test_bad_tensors():
         mh.online_softmax_attention(q[0, 0], k, v)
     with pytest.raises(ValueError, match="S=0"):
         mh.online_softmax_attention(q, k[:, :0], v[:, :0])
-    with pytest.raises(TypeError, match="one dtype"):
+    with pytest.raises(TypeError, match="key has dtype torch.float64 but query has torch.float32"):
         mh.online_softmax_attention(q.float(), k, v)
 
 
