@@ -2254,8 +2254,10 @@ def plot_head_explorer(
     weights = head_attention_maps(module, x, num_heads, causal=causal)[0]  # (num_heads, seq, seq)
     headline = _explorer_headline(d_model, num_heads, sum(p.numel() for p in module.parameters()))
     size = _HeadFigure.figsize(enlarged=not compact, average=not compact)
+    # A static figure is read at leisure (and printed): a higher resolution than the live widget's 80 dpi,
+    # where every redraw's PNG must stay small and fast.
     figure = _HeadFigure(num_heads, tokens, headline, enlarged=not compact, average=not compact, live=False,
-                         figure=plt.figure(figsize=size, dpi=80))
+                         figure=plt.figure(figsize=size, dpi=110))
     figure.update(weights, enlarge, causal)
     return figure.fig
 
