@@ -15,11 +15,11 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_ruff_is_clean():
-    result = _run(str(BIN / "ruff"), "check", "mha_helpers.py", "tests", "notebooks")
+    result = _run(str(BIN / "ruff"), "check", "mha_helpers.py", "conftest.py", "tests", "notebooks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_spelling_is_clean():
-    targets = ["mha_helpers.py", "tests", "notebooks", "README.md", "images", *map(str, ROOT.glob("*.md"))]
+    targets = ["mha_helpers.py", "conftest.py", "tests", "notebooks", "images", *map(str, ROOT.glob("*.md"))]
     result = _run(str(BIN / "codespell"), *sorted(set(targets)))
     assert result.returncode == 0, "codespell found misspellings:\n" + result.stdout + result.stderr
