@@ -10,18 +10,9 @@ import math
 
 import pytest
 import torch
+from checker_support import run, stub
 
 import mha_helpers as mh
-
-
-def stub(*args):
-    raise NotImplementedError("your code here")
-
-
-def run(checker, fn, capsys) -> tuple[bool, str]:
-    ok = checker(fn)
-    return ok, capsys.readouterr().out
-
 
 # ---- Exercise 4.1: split_heads -----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import matplotlib
 import pytest
 import torch
+from checker_support import run, stub
 
 import mha_helpers as mh
 
@@ -213,13 +214,6 @@ def test_bad_inputs_raise_clear_errors():
 # ---- the checkers of notebook 08 ---------------------------------------------------------------------------
 
 
-def stub(*args):
-    raise NotImplementedError("your code here")
-
-
-def run(checker, fn, capsys) -> tuple[bool, str]:
-    ok = checker(fn)
-    return bool(ok), capsys.readouterr().out
 
 
 def targets_solution(tokens):

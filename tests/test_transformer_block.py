@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from checker_support import run, stub
 from torch import nn
 
 import mha_helpers as mh
@@ -206,13 +207,6 @@ def test_bad_forward_inputs_raise_clear_errors(batch):
 # ---- the checkers of notebook 07 ---------------------------------------------------------------------------
 
 
-def stub(*args):
-    raise NotImplementedError("your code here")
-
-
-def run(checker, fn, capsys) -> tuple[bool, str]:
-    ok = checker(fn)
-    return bool(ok), capsys.readouterr().out
 
 
 def test_pre_norm_checker_accepts_the_solution(capsys):
