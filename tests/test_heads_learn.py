@@ -214,8 +214,6 @@ def test_bad_inputs_raise_clear_errors():
 # ---- the checkers of notebook 08 ---------------------------------------------------------------------------
 
 
-
-
 def targets_solution(tokens):
     previous = torch.full_like(tokens, mh.IGNORE_INDEX)
     previous[:, 1:] = tokens[:, :-1]

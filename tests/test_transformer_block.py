@@ -207,8 +207,6 @@ def test_bad_forward_inputs_raise_clear_errors(batch):
 # ---- the checkers of notebook 07 ---------------------------------------------------------------------------
 
 
-
-
 def test_pre_norm_checker_accepts_the_solution(capsys):
     ok, out = run(mh.check_pre_norm_sublayer, lambda x, norm, sublayer: x + sublayer(norm(x)), capsys)
     assert ok and "✅" in out
