@@ -79,6 +79,22 @@ def valid_head_counts(d_model: int) -> list[int]:
     return [h for h in range(1, d_model + 1) if d_model % h == 0]
 
 
+class _OneThread:
+    """``with _OneThread():`` runs the block on one CPU thread, then restores the thread count.
+
+    Two uses: float sums then always add up in the same order, so a training run gives bit-identical numbers whatever
+    OMP_NUM_THREADS says (notebook 08); and tiny tensor maths never waits on torch's second thread, which on a busy
+    CPU can stall a 6 x 6 softmax for ~50 ms (the widgets of notebook 06).
+    """
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.before)
+
+
 def _check_positive_int(name: str, value: object) -> None:
     """Raise a TypeError/ValueError naming ``name`` unless ``value`` is a positive int (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -1795,18 +1811,6 @@ def previous_token_share(weights: torch.Tensor) -> torch.Tensor:
 _FAST_TEXT = {"text.hinting": "no_hinting"}
 
 
-class _OneTorchThread:
-    """``with _OneTorchThread():`` runs tiny tensor maths on one thread. On a busy CPU, waking torch's second
-    thread for a 6 x 6 softmax can stall for ~50 ms; one thread never does."""
-
-    def __enter__(self) -> None:
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.threads)
-
-
 def _grid_shape(num_heads: int) -> tuple[int, int]:
     """Rows and columns of the per-head grid: one row up to 4 heads, two rows up to 16, then rows of 8."""
     rows = 1 if num_heads <= 4 else 2 if num_heads <= 16 else math.ceil(num_heads / 8)
@@ -2162,7 +2166,7 @@ class HeadExplorer:
         start = time.perf_counter()
         num_heads, causal = self.head_slider.value, self.causal.value
         enlarge = min(self.enlarge.value, num_heads - 1)
-        with _OneTorchThread():
+        with _OneThread():
             self.weights = head_attention_maps(self.module, self._x, num_heads, causal=causal)[0]  # (heads, L, L)
         figure = self.figure_for(num_heads)
         figure.update(self.weights, enlarge, causal)
@@ -2719,18 +2723,6 @@ class TinyLookupModel(nn.Module):
         logits = self.readout(out)  # (batch, seq, 2 * vocab)
         logits = logits.view(batch, seq, len(LOOKUP_PATTERNS), self.vocab_size)  # -> (batch, seq, 2, vocab)
         return (logits, weights) if return_weights else logits
-
-
-class _OneThread:
-    """``with _OneThread():`` runs the block on one CPU thread, then restores the count. Float sums then always add
-    up in the same order, so a training run gives bit-identical numbers whatever OMP_NUM_THREADS says."""
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.before)
 
 
 class heads_switched_off:  # lower-case: used like a function, `with mh.heads_switched_off(attn, [0]):`
