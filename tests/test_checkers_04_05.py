@@ -13,6 +13,7 @@ import torch
 from checker_support import run, stub
 
 import mha_helpers as mh
+from _mha_helpers.checkers.nb05 import _mha_forward_variant
 
 # ---- Exercise 4.1: split_heads -----------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ def mha_forward(x, W_q, W_k, W_v, W_o, num_heads):
 
 def mistake(**kwargs):
     def fn(x, W_q, W_k, W_v, W_o, num_heads):
-        return mh._mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs)
+        return _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs)
 
     return fn
 
@@ -219,7 +220,7 @@ def test_the_checkers_reference_is_the_module():
             p.copy_(torch.randn(p.shape) * 0.3)
     x = torch.randn(2, 5, 12)
     expected, _ = module(x)
-    got = mh._mha_forward_variant(x, module.W_q, module.W_k, module.W_v, module.W_o, 3)
+    got = _mha_forward_variant(x, module.W_q, module.W_k, module.W_v, module.W_o, 3)
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -244,7 +245,7 @@ def test_mha_forward_checker_names_the_mistake(fn, hint, capsys):
 def test_mha_forward_checker_spots_the_d_model_scale(capsys):
     def scaled_by_d_model(x, W_q, W_k, W_v, W_o, num_heads):
         scale = 1.0 / math.sqrt(x.shape[-1])
-        return mh._mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, scale=scale)
+        return _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, scale=scale)
 
     ok, out = run(mh.check_mha_forward, scaled_by_d_model, capsys)
     assert not ok and "sqrt(d_model)" in out, out

@@ -14,6 +14,7 @@ import torch
 from checker_support import run, stub
 
 import mha_helpers as mh
+from _mha_helpers.lookup import _TRAINED_LOOKUP_RUNS
 
 matplotlib.use("Agg")
 
@@ -21,7 +22,7 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def trained():
     """The notebook's two models: 1 head and 2 heads at d_model = 8, seed 0."""
-    mh._TRAINED_LOOKUP_RUNS.clear()
+    _TRAINED_LOOKUP_RUNS.clear()
     model_1, losses_1 = mh.train_lookup_model(1, seed=0, progress=False)
     model_2, losses_2 = mh.train_lookup_model(2, seed=0, progress=False)
     return {"model_1": model_1, "losses_1": losses_1, "model_2": model_2, "losses_2": losses_2}
@@ -137,7 +138,7 @@ def test_training_is_bit_identical_at_any_thread_count_and_restores_it():
     before = torch.get_num_threads()
     results = []
     for threads in (1, 2):
-        mh._TRAINED_LOOKUP_RUNS.clear()
+        _TRAINED_LOOKUP_RUNS.clear()
         torch.set_num_threads(threads)
         model, losses = mh.train_lookup_model(2, seed=3, steps=20, progress=False)
         assert torch.get_num_threads() == threads
@@ -151,7 +152,7 @@ def test_training_leaves_the_callers_random_state_alone_and_remembers_runs():
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    mh._TRAINED_LOOKUP_RUNS.clear()
+    _TRAINED_LOOKUP_RUNS.clear()
     first, losses_a = mh.train_lookup_model(1, seed=5, steps=10, progress=False)
     again, losses_b = mh.train_lookup_model(1, seed=5, steps=10, progress=False)  # remembered, not retrained
     mh.lookup_accuracy(first)

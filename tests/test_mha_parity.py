@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import mha_helpers as mh
@@ -393,13 +394,13 @@ def test_is_causal_with_a_mask_uses_the_mask(need_weights):
 def test_need_weights_false_takes_the_fused_projection_and_torch_sdpa(monkeypatch):
     ours = mh.MultiHeadAttention(E, H)
     calls = {"sdpa": 0, "separate projections": 0}
-    real_sdpa = mh.F.scaled_dot_product_attention
+    real_sdpa = F.scaled_dot_product_attention
 
     def counting_sdpa(*args, **kwargs):
         calls["sdpa"] += 1
         return real_sdpa(*args, **kwargs)
 
-    monkeypatch.setattr(mh.F, "scaled_dot_product_attention", counting_sdpa)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting_sdpa)
     for lin in (ours.W_q, ours.W_k, ours.W_v):
         lin.register_forward_hook(
             lambda *_: calls.__setitem__("separate projections", calls["separate projections"] + 1)

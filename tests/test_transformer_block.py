@@ -13,6 +13,7 @@ from checker_support import run, stub
 from torch import nn
 
 import mha_helpers as mh
+from _mha_helpers.checkers.nb07 import _causal_padding_mask
 
 SENTENCES = [["the", "cat", "sat", "on", "the", "mat"], ["a", "dog", "ran"], ["birds", "sing"]]
 
@@ -109,7 +110,7 @@ def test_causal_and_padding_together_equal_the_combined_mask(batch):
     x, pad, _ = batch
     block = randomised_block()
     both = block(x, key_padding_mask=pad, is_causal=True)
-    combined = mh._causal_padding_mask([6, 3, 2], 6).repeat_interleave(2, dim=0)  # (batch * heads, L, L)
+    combined = _causal_padding_mask([6, 3, 2], 6).repeat_interleave(2, dim=0)  # (batch * heads, L, L)
     h = block.norm1(x)
     a, _ = block.self_attn(h, attn_mask=combined)
     b, _ = block.self_attn(h, key_padding_mask=pad, is_causal=True)

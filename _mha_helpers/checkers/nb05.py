@@ -1,0 +1,162 @@
+"""checkers/nb05: TODO docstring."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..attention import merge_heads, split_heads
+from .core import _call_student, _matches, _shape_hint, exercise_checker
+
+_VIEW_HINT = (
+    "view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to each other in "
+    "memory, so .view cannot merge them — use .reshape(...) (it copies when it must) or .contiguous().view(...)"
+)
+
+
+def _merge_heads_cases() -> list[torch.Tensor]:
+    """Hidden inputs ``(batch, heads, seq, head_dim)``: fresh (contiguous) tensors, as attention returns them."""
+    g = torch.Generator().manual_seed(505)
+    sizes = ((2, 3, 5, 4), (1, 2, 7, 3), (3, 4, 6, 5))  # (batch, heads, seq, head_dim), all different
+    return [torch.randn(*size, generator=g) for size in sizes]
+
+
+@exercise_checker("Exercise 5.1: merge_heads")
+def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
+    """Check ``fn(x)``: ``(batch, heads, seq, head_dim) -> (batch, seq, heads * head_dim)``, as :func:`merge_heads`.
+
+    Prints a pass, a specific hint (transpose forgotten, view on a non-contiguous tensor, heads not merged, features
+    interleaved) or "not yet" for the stub; returns True on success.
+    """
+    for x in _merge_heads_cases():
+        batch, num_heads, seq, head_dim = x.shape
+        d_model = num_heads * head_dim
+        expected = merge_heads(x)  # (batch, seq, d_model)
+        try:
+            got = _call_student(fn, x.clone())
+        except RuntimeError as exc:
+            if "view size is not compatible" in str(exc):
+                return _VIEW_HINT
+            raise
+        if not isinstance(got, torch.Tensor):
+            return f"return a torch.Tensor, got {type(got).__name__}"
+        if tuple(got.shape) == (batch, seq, num_heads, head_dim):
+            return (
+                f"your output has shape {tuple(got.shape)} = (batch, seq, heads, head_dim): you transposed back, now "
+                f"merge the last two axes with .reshape(batch, seq, heads * head_dim) to get {tuple(expected.shape)}"
+            )
+        hint = _shape_hint("your output", got, expected.shape)
+        if hint:
+            return f"{hint} = (batch, seq, heads * head_dim) for x of shape {tuple(x.shape)}"
+        if _matches(got, x.reshape(batch, seq, d_model)):
+            return (
+                "forgot to transpose back: reshaping (batch, heads, seq, head_dim) straight to (batch, seq, d_model) "
+                "scrambles the tokens — .transpose(1, 2) to (batch, seq, heads, head_dim) first, then reshape"
+            )
+        if _matches(got, x.permute(0, 2, 3, 1).reshape(batch, seq, d_model)):
+            return (
+                "features interleaved: you put head_dim before heads (e.g. permute(0, 2, 3, 1)), so the heads' "
+                "features alternate; transpose(1, 2) keeps each head's head_dim features together"
+            )
+        if not _matches(got, expected):
+            return "right shape, wrong values: output[:, t, h*head_dim:(h+1)*head_dim] should be x[:, h, t, :]"
+    return None
+
+
+def _mha_forward_variant(
+    x: torch.Tensor,
+    W_q: nn.Module,
+    W_k: nn.Module,
+    W_v: nn.Module,
+    W_o: nn.Module,
+    num_heads: int,
+    *,
+    scale: float | None = None,
+    softmax_dim: int = -1,
+    scrambled_split: bool = False,
+    scrambled_merge: bool = False,
+    use_W_o: bool = True,
+) -> torch.Tensor:
+    """The MHA forward ``(batch, seq, d_model) -> (batch, seq, d_model)``, or one of its typical mistakes (keywords)."""
+    batch, seq, d_model = x.shape
+    head_dim = d_model // num_heads
+    q, k, v = W_q(x), W_k(x), W_v(x)  # (batch, seq, d_model) each
+    if scrambled_split:
+        q, k, v = (t.reshape(batch, num_heads, seq, head_dim) for t in (q, k, v))  # wrong: tokens mixed
+    else:
+        q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # (batch, heads, seq, head_dim)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (batch, heads, seq, seq)
+    heads = torch.softmax(scores, dim=softmax_dim) @ v  # (batch, heads, seq, head_dim)
+    if scrambled_merge:
+        merged = heads.reshape(batch, seq, d_model)  # wrong: no transpose back
+    else:
+        merged = merge_heads(heads)  # (batch, seq, d_model)
+    return W_o(merged) if use_W_o else merged
+
+
+def _random_linear(d_in: int, d_out: int, g: torch.Generator) -> nn.Linear:
+    """An nn.Linear with seeded random weights and biases, leaving torch's global random state alone."""
+    lin = nn.utils.skip_init(nn.Linear, d_in, d_out)  # no initialisation, so the global RNG is not used
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(d_out, d_in, generator=g) / math.sqrt(d_in))
+        lin.bias.copy_(torch.randn(d_out, generator=g) * 0.1)
+    return lin
+
+
+@exercise_checker("Exercise 5.2: the whole multi-head attention forward")
+def check_mha_forward(fn: Callable[..., torch.Tensor]) -> str | None:
+    """Check ``fn(x, W_q, W_k, W_v, W_o, num_heads) -> (batch, seq, d_model)``: project, split, attend, merge, W_o.
+
+    ``W_q`` ... ``W_o`` are ``nn.Linear(d_model, d_model)`` modules; no mask, no dropout. The reference is
+    :class:`MultiHeadAttention` with the same weights. Prints a pass, a hint naming the step that went wrong, or
+    "not yet" for the stub.
+    """
+    g = torch.Generator().manual_seed(506)
+    mistakes = (
+        ({"use_W_o": False}, "you returned the merged heads: apply the output projection W_o last"),
+        ({"scale": 1.0}, "the 1/sqrt(head_dim) scale is missing: divide the scores Q Kᵀ by sqrt(head_dim)"),
+        (None, "you scaled by 1/sqrt(d_model); each head's dot products have head_dim terms: use 1/sqrt(head_dim)"),
+        ({"softmax_dim": -2}, "softmax over the wrong axis: each query's row (the last axis, over keys) must sum to 1"),
+        ({"scrambled_split": True}, "tokens scrambled in the split: view to (batch, seq, heads, head_dim), then "
+                                    "transpose(1, 2) — not a reshape straight to (batch, heads, seq, head_dim)"),
+        ({"scrambled_merge": True}, "tokens scrambled in the merge: transpose(1, 2) back to (batch, seq, heads, "
+                                    "head_dim) before reshaping to (batch, seq, d_model)"),
+    )
+    for batch, seq, d_model, num_heads in ((2, 5, 12, 3), (1, 7, 8, 2)):
+        x = torch.randn(batch, seq, d_model, generator=g)
+        W_q, W_k, W_v, W_o = (_random_linear(d_model, d_model, g) for _ in range(4))
+        with torch.no_grad():
+            expected = _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads)
+            try:
+                got = _call_student(fn, x.clone(), W_q, W_k, W_v, W_o, num_heads)
+            except RuntimeError as exc:
+                if "view size is not compatible" in str(exc):
+                    return _VIEW_HINT
+                raise
+        if isinstance(got, tuple):
+            return "return only the output tensor (batch, seq, d_model), not a tuple"
+        if not isinstance(got, torch.Tensor):
+            return f"return a torch.Tensor, got {type(got).__name__}"
+        head_dim = d_model // num_heads
+        if tuple(got.shape) == (batch, num_heads, seq, head_dim):
+            return (
+                f"your output has shape {tuple(got.shape)} = (batch, heads, seq, head_dim): merge the heads "
+                "(transpose(1, 2), reshape to (batch, seq, d_model)) and apply W_o"
+            )
+        hint = _shape_hint("your output", got, expected.shape)
+        if hint:
+            return f"{hint} = (batch, seq, d_model)"
+        if _matches(got, expected, atol=1e-4):
+            continue
+        with torch.no_grad():
+            for kwargs, why in mistakes:
+                kwargs = {"scale": 1.0 / math.sqrt(d_model)} if kwargs is None else kwargs
+                if _matches(got, _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs), atol=1e-4):
+                    return why
+        diff = float((got.detach().float() - expected).abs().max())
+        return f"right shape, wrong values (largest difference {diff:.3g}); check each step's shape against the notebook"
+    return None

@@ -1,0 +1,151 @@
+"""common: TODO docstring."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+
+
+def get_device() -> torch.device:
+    """The device the heavy cells use: the CPU unless the environment variable ``MHA_DEVICE`` says otherwise.
+
+    ``MHA_DEVICE=cuda`` or ``MHA_DEVICE=mps`` picks that accelerator, ``MHA_DEVICE=auto`` picks CUDA, then
+    Apple's MPS, then the CPU. The stored notebook outputs (which nbval compares) are made on the CPU.
+    """
+    wanted = os.environ.get("MHA_DEVICE", "cpu").strip().lower()
+    if wanted == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if wanted not in {"cpu", "cuda", "mps"}:
+        raise ValueError(f"MHA_DEVICE={wanted!r} is not a device this series knows; use cpu, cuda, mps or auto")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ValueError("MHA_DEVICE='cuda' but torch.cuda.is_available() is False; use MHA_DEVICE=cpu or auto")
+    if wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("MHA_DEVICE='mps' but Apple's MPS is not available here; use MHA_DEVICE=cpu or auto")
+    return torch.device(wanted)
+
+
+def valid_head_counts(d_model: int) -> list[int]:
+    """The head counts that split ``d_model`` evenly: the divisors of ``d_model``, smallest first."""
+    _check_positive_int("d_model", d_model)
+    return [h for h in range(1, d_model + 1) if d_model % h == 0]
+
+
+class _OneThread:
+    """``with _OneThread():`` runs the block on one CPU thread, then restores the thread count.
+
+    Two uses: float sums then always add up in the same order, so a training run gives bit-identical numbers whatever
+    OMP_NUM_THREADS says (notebook 08); and tiny tensor maths never waits on torch's second thread, which on a busy
+    CPU can stall a 6 x 6 softmax for ~50 ms (the widgets of notebook 06).
+    """
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.before)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    """Raise a TypeError/ValueError naming ``name`` unless ``value`` is a positive int (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {name}={value}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+
+
+def _check_divisible(d_model: int, num_heads: int, d_name: str = "embed_dim") -> None:
+    if d_model % num_heads != 0:
+        counts = ", ".join(str(h) for h in valid_head_counts(d_model))
+        raise ValueError(
+            f"{d_name}={d_model} is not divisible by num_heads={num_heads}; valid head counts: {counts}"
+        )
+
+
+def _check_float_tensor(
+    name: str, x: object, ranks: Sequence[int] | None = None, layout: str | None = None
+) -> torch.Tensor:
+    """Check that ``x`` is a floating-point tensor of one of the given ranks; return it.
+
+    ``layout`` (e.g. ``"(batch, seq, d_model)"``) is added to the message for a wrong rank, to say what would work.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float()"
+        )
+    if ranks is not None and x.dim() not in ranks:
+        allowed = " or ".join(f"{r}-D" for r in ranks)
+        shape_hint = f", i.e. {layout}" if layout else ""
+        raise ValueError(f"{name} must be {allowed}{shape_hint}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+    return x
+
+
+def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype) -> None:
+    """A mask is boolean or floating point (added to the scores); integers are ambiguous and refused."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (bool or float), got {type(mask).__name__}")
+    if mask.dtype == torch.bool:
+        return
+    if not mask.is_floating_point():
+        raise TypeError(
+            f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}; "
+            f"use {name}.bool() for a boolean mask or {name}.to({float_dtype}) for an additive one"
+        )
+
+
+#: The short sentence most notebooks attend over.
+SENTENCE: list[str] = ["the", "cat", "sat", "on", "the", "mat"]
+
+
+def sinusoidal_positions(seq_len: int, d_model: int) -> torch.Tensor:
+    """The fixed sine/cosine position encodings of Vaswani et al. (2017), section 3.5.
+
+    Returns ``(seq_len, d_model)``: even columns ``sin(pos / 10000^(2i/d_model))``, odd columns the cosine.
+    """
+    _check_positive_int("seq_len", seq_len)
+    _check_positive_int("d_model", d_model)
+    position = torch.arange(seq_len, dtype=torch.float32)[:, None]  # (seq_len, 1)
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (ceil(d/2),)
+    angles = position * freq  # (seq_len, ceil(d_model/2))
+    pe = torch.zeros(seq_len, d_model)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles[:, : d_model // 2])
+    return pe
+
+
+def toy_embeddings(
+    tokens: Sequence[str] = SENTENCE, d_model: int = 8, seed: int = 0, positions: bool = True
+) -> torch.Tensor:
+    """Deterministic embeddings for a list of tokens: ``(1, seq, d_model)``.
+
+    Each distinct word gets a fixed random vector (the same word always gets the same vector, whatever the
+    sentence), scaled to unit variance per entry; ``positions=True`` adds the sinusoidal position encodings,
+    so the two "the"s of the default sentence differ.
+    """
+    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens) or len(tokens) == 0:
+        raise TypeError(f"tokens must be a non-empty list of strings, got {tokens!r}")
+    _check_positive_int("d_model", d_model)
+    rows = []
+    for token in tokens:
+        # A generator seeded by the word itself (and the seed): stable across sentences and machines.
+        word_seed = seed * 1_000_003 + sum((i + 1) * ord(c) for i, c in enumerate(token))
+        g = torch.Generator().manual_seed(word_seed)
+        rows.append(torch.randn(d_model, generator=g))
+    x = torch.stack(rows)  # (seq, d_model)
+    if positions:
+        x = x + sinusoidal_positions(len(tokens), d_model)
+    return x.unsqueeze(0)  # (1, seq, d_model)

@@ -1,0 +1,248 @@
+"""cost: TODO docstring."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .attention import causal_mask, scaled_dot_product_attention
+from .common import _check_divisible, _check_positive_int
+from .efficient import online_softmax_attention
+from .mha import MultiHeadAttention
+
+
+def attention_flops(batch: int, seq_len: int, d_model: int, num_heads: int) -> dict[str, int]:
+    """Count the work of one multi-head self-attention forward pass, ``(batch, seq_len, d_model)`` in and out.
+
+    Matrix products count 2 FLOPs per multiply-add (as ``torch.utils.flop_counter.FlopCounterMode`` does):
+
+    * ``"Q/K/V projections"``: 3 x 2·batch·L·d_model²
+    * ``"scores Q·Kᵀ"``: num_heads x 2·batch·L·L·head_dim = 2·batch·L²·d_model
+    * ``"weights·V"``: the same, 2·batch·L²·d_model
+    * ``"output projection"``: 2·batch·L·d_model²
+    * ``"total matmul FLOPs"``: the sum of the four; ``num_heads`` cancels out of every term.
+
+    and, not FLOPs of a matrix product but what does grow with the number of heads:
+
+    * ``"attention-map entries"``: batch·num_heads·L² scores, each of which goes through the softmax
+      (max, subtract, exp, sum, divide) and, when the weights are kept, takes memory.
+    """
+    for name, value in (("batch", batch), ("seq_len", seq_len), ("d_model", d_model), ("num_heads", num_heads)):
+        _check_positive_int(name, value)
+    _check_divisible(d_model, num_heads, d_name="d_model")
+    head_dim = d_model // num_heads
+    counts = {
+        "Q/K/V projections": 3 * 2 * batch * seq_len * d_model * d_model,
+        "scores Q·Kᵀ": num_heads * 2 * batch * seq_len * seq_len * head_dim,
+        "weights·V": num_heads * 2 * batch * seq_len * seq_len * head_dim,
+        "output projection": 2 * batch * seq_len * d_model * d_model,
+    }
+    counts["total matmul FLOPs"] = sum(counts.values())
+    counts["attention-map entries"] = batch * num_heads * seq_len * seq_len
+    return counts
+
+
+def count_matmul_flops(fn: Callable[[], object]) -> int:
+    """Run ``fn()`` once under ``torch.utils.flop_counter.FlopCounterMode`` and return the FLOPs it counted.
+
+    The counter knows matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``, ...) and some fused attention
+    kernels; elementwise work such as the softmax counts 0.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def attention_map_bytes(batch: int, num_heads: int, seq_len: int, key_len: int | None = None,
+                        bytes_per_value: int = 4) -> int:
+    """Bytes of the attention weights ``(batch, num_heads, L, S)``: batch·num_heads·L·S·bytes_per_value."""
+    key_len = seq_len if key_len is None else key_len
+    for name, value in (("batch", batch), ("num_heads", num_heads), ("seq_len", seq_len), ("key_len", key_len),
+                        ("bytes_per_value", bytes_per_value)):
+        _check_positive_int(name, value)
+    return batch * num_heads * seq_len * key_len * bytes_per_value
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """The median wall-clock time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs (CUDA is synchronised)."""
+    import time
+
+    _check_positive_int("repeats", repeats)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+class _QuietStderr:
+    """Silence the process's stderr (file descriptor 2) for a moment: torch's profiler prints start/stop lines there."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self._null, 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        os.close(self._null)
+        return False
+
+
+def sdpa_kernel_used(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs) -> str:
+    """Which kernel ``F.scaled_dot_product_attention(query, key, value, **kwargs)`` runs, seen by ``torch.profiler``.
+
+    Returns the name of the ATen operator that did the work, e.g. ``"_scaled_dot_product_flash_attention_for_cpu"``
+    (PyTorch's flash kernel on the CPU) or ``"_scaled_dot_product_attention_math"`` (the plain "math" version, which
+    forms the whole weight matrix, as notebook 02 does).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with _QuietStderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        F.scaled_dot_product_attention(query, key, value, **kwargs)
+    names = [e.name.removeprefix("aten::") for e in prof.events()]
+    kernels = [n for n in names if n.startswith("_scaled_dot_product") and "backward" not in n]
+    return kernels[0] if kernels else "none of the fused kernels: " + ", ".join(sorted(set(names))[:5])
+
+
+MEMORY_METHODS = ("naive", "online", "sdpa", "mha_weights", "mha_fast")
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _run_memory_job(job: dict, device: torch.device):
+    """Build the inputs of one job and return a function that runs it once (forward, or forward + backward)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    batch, heads, seq, head_dim = job["batch"], job["heads"], job["seq"], job["head_dim"]
+    backward, is_causal = job.get("backward", False), job.get("is_causal", False)
+    method = job["method"]
+    if method.startswith("mha"):
+        d_model = heads * head_dim
+        layer = MultiHeadAttention(d_model, heads, device=device)
+        x = torch.randn(batch, seq, d_model, generator=g).to(device).requires_grad_(backward)
+
+        def call():
+            out, _ = layer(x, x, x, need_weights=method == "mha_weights", average_attn_weights=False,
+                           is_causal=is_causal, attn_mask=~causal_mask(seq, device=device) if is_causal else None)
+            return out
+    else:
+        q, k, v = (torch.randn(batch, heads, seq, head_dim, generator=g).to(device).requires_grad_(backward)
+                   for _ in range(3))
+
+        def call():
+            if method == "naive":
+                return scaled_dot_product_attention(q, k, v, is_causal=is_causal)[0]
+            if method == "online":
+                return online_softmax_attention(q, k, v, block_size=job.get("block_size", 1024), is_causal=is_causal)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+
+    def run():
+        if backward:
+            call().sum().backward()
+        else:
+            with torch.no_grad():
+                call()
+    return run
+
+
+def _measure_in_this_process(job: dict, device: torch.device, reset: bool) -> float:
+    """Peak bytes above the starting point while the job runs once (after a small warm-up of the same method)."""
+    import resource
+
+    torch.set_num_threads(job.get("threads", torch.get_num_threads()))
+    _run_memory_job({**job, "seq": min(job["seq"], 64)}, device)()  # warm-up: lazy initialisation, thread pools
+    run = _run_memory_job(job, device)  # (the previous job's tensors are gone: nothing refers to them any more)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - before)
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current resident size
+        before = _proc_status_bytes("VmRSS")
+        run()
+        return float(_proc_status_bytes("VmHWM") - before)
+    unit = 1 if os.uname().sysname == "Darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * unit
+
+
+def _memory_worker() -> None:
+    """Entry point of the measuring subprocess: reads {"jobs": [...], "device": ..., "reset": ...} from stdin."""
+    import json
+    import sys
+
+    request = json.load(sys.stdin)
+    device = torch.device(request["device"])
+    results = [_measure_in_this_process(job, device, request["reset"]) for job in request["jobs"]]
+    print(json.dumps(results))
+
+
+def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu", fresh_process_each: bool = False,
+                        timeout: float = 600.0) -> list[float]:
+    """Measure the peak memory (MiB above the starting point) of attention calls, each run once in a fresh process.
+
+    Each job is a dict: ``method`` (one of :data:`MEMORY_METHODS`: "naive" = :func:`scaled_dot_product_attention`,
+    "online" = :func:`online_softmax_attention`, "sdpa" = ``F.scaled_dot_product_attention``, "mha_weights" /
+    "mha_fast" = :class:`MultiHeadAttention` with ``need_weights`` True / False), ``batch``, ``heads``, ``seq``,
+    ``head_dim`` (d_model = heads·head_dim for the mha methods), and optionally ``backward`` (forward + backward),
+    ``is_causal``, ``block_size``, ``threads``. The inputs (and, for mha, the weights) are allocated before the
+    measurement starts; the output, the saved tensors and the gradients count.
+
+    On Linux all jobs share one fresh process and the peak is reset between them; ``fresh_process_each=True`` (and
+    any system without /proc/self/clear_refs) starts one process per job. On CUDA the allocator's peak is used.
+    """
+    import json
+    import subprocess
+    import sys
+
+    jobs = [dict(job) for job in jobs]
+    for job in jobs:
+        if job.get("method") not in MEMORY_METHODS:
+            raise ValueError(f"job {job!r}: method must be one of {', '.join(MEMORY_METHODS)}")
+        for name in ("batch", "heads", "seq", "head_dim"):
+            _check_positive_int(name, job.get(name))
+        job.setdefault("threads", torch.get_num_threads())
+    device = torch.device(device)
+    can_reset = os.path.exists("/proc/self/clear_refs") and os.access("/proc/self/clear_refs", os.W_OK)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    batches = [[job] for job in jobs] if fresh_process_each or not can_reset else [jobs]
+    results: list[float] = []
+    for batch_jobs in batches:
+        request = json.dumps({"jobs": batch_jobs, "device": str(device), "reset": can_reset})
+        done = subprocess.run(
+            [sys.executable, "-c", "from _mha_helpers.cost import _memory_worker; _memory_worker()"], input=request,
+            capture_output=True, text=True, timeout=timeout, env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # the project root
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the measuring process failed:\n{done.stderr[-2000:]}")
+        results.extend(b / 2**20 for b in json.loads(done.stdout.strip().splitlines()[-1]))
+    return results

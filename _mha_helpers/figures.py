@@ -1,0 +1,209 @@
+"""figures: TODO docstring."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .attention import merge_heads
+from .common import _check_float_tensor
+
+
+def _as_numpy_2d(weights: torch.Tensor, name: str = "weights"):
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(weights).__name__}")
+    w = weights.detach().float().cpu()
+    while w.dim() > 2 and w.shape[0] == 1:
+        w = w[0]  # drop leading singleton batch/head dims
+    if w.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D (query, key) map, got shape {tuple(weights.shape)}")
+    return w.numpy()
+
+
+def plot_attention(
+    weights: torch.Tensor,
+    query_tokens: Sequence[str] | None = None,
+    key_tokens: Sequence[str] | None = None,
+    title: str = "Attention weights",
+    ax=None,
+    annot: bool | None = None,
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cbar: bool = True,
+    cmap: str = "viridis",
+    fmt: str = ".2f",
+):
+    """Draw one attention map ``(L, S)`` (leading size-1 dims are dropped) as a labelled seaborn heatmap.
+
+    Rows are queries (the token that is attending), columns are keys (the token attended to). ``annot`` defaults
+    to writing the numbers in the cells when the map is at most 8 x 8. Pass ``vmin=vmax=None`` for raw scores.
+    Returns the matplotlib ``Axes``.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    w = _as_numpy_2d(weights)
+    L, S = w.shape
+    query_tokens = list(query_tokens) if query_tokens is not None else [str(i) for i in range(L)]
+    key_tokens = list(key_tokens) if key_tokens is not None else list(query_tokens) if S == L else None
+    key_tokens = key_tokens if key_tokens is not None else [str(j) for j in range(S)]
+    if len(query_tokens) != L or len(key_tokens) != S:
+        raise ValueError(
+            f"the map is {L} x {S} but got {len(query_tokens)} query tokens and {len(key_tokens)} key tokens"
+        )
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.55 * S + 2.2, 0.5 * L + 1.4))
+    if annot is None:
+        annot = L <= 8 and S <= 8
+    sns.heatmap(
+        w, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annot, fmt=fmt, cbar=cbar, square=False,
+        xticklabels=key_tokens, yticklabels=query_tokens, annot_kws={"fontsize": 8},
+        linewidths=0.5, linecolor="white",
+    )
+    ax.set_title(title)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query (attending)")
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+    return ax
+
+
+def plot_heads(
+    weights: torch.Tensor,
+    query_tokens: Sequence[str] | None = None,
+    key_tokens: Sequence[str] | None = None,
+    title: str = "Attention weights per head",
+    max_cols: int = 4,
+    annot: bool = False,
+):
+    """Draw per-head maps ``(num_heads, L, S)`` (or ``(1, num_heads, L, S)``) side by side; returns the Figure.
+
+    All heads share one colour scale from 0 to 1, so their maps can be compared by eye.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
+    w = weights.detach()
+    if w.dim() == 4 and w.shape[0] == 1:
+        w = w[0]
+    if w.dim() != 3:
+        raise ValueError(f"weights must be (num_heads, L, S) or (1, num_heads, L, S), got {tuple(weights.shape)}")
+    num_heads = w.shape[0]
+    cols = min(max_cols, num_heads)
+    rows = math.ceil(num_heads / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.8 * rows + 0.6), squeeze=False)
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        if h >= num_heads:
+            ax.axis("off")
+            continue
+        plot_attention(w[h], query_tokens, key_tokens, title=f"head {h}", ax=ax, annot=annot, cbar=False)
+        if h % cols:
+            ax.set_ylabel("")
+        if h // cols != rows - 1 and h + cols < num_heads:
+            ax.set_xlabel("")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_soft_lookup(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    weights: torch.Tensor,
+    key_names: Sequence[str],
+    axis_labels: Sequence[str] = ("feature 0", "feature 1"),
+    title: str = "A soft look-up",
+    ax=None,
+):
+    """Draw a soft look-up in 2-D: the query and every key as arrows from the origin; returns the ``Axes``.
+
+    ``query`` is ``(2,)``, ``keys`` is ``(S, 2)`` and ``weights`` is ``(S,)`` (the softmax of the dot products).
+    Each key's arrow is labelled with its name and weight and drawn thicker the more weight it gets, so the
+    figure shows which keys the query "finds".
+    """
+    import matplotlib.pyplot as plt
+
+    q = _check_float_tensor("query", query, ranks=(1,)).detach().float().cpu()
+    k = _check_float_tensor("keys", keys, ranks=(2,)).detach().float().cpu()
+    w = _check_float_tensor("weights", weights, ranks=(1,)).detach().float().cpu()
+    if q.shape[0] != 2 or k.shape[1] != 2:
+        raise ValueError(f"plot_soft_lookup draws 2-D vectors: got query {tuple(q.shape)} and keys {tuple(k.shape)}")
+    if w.shape[0] != k.shape[0] or len(key_names) != k.shape[0]:
+        raise ValueError(
+            f"need one weight and one name per key: got {k.shape[0]} keys, {w.shape[0]} weights, "
+            f"{len(key_names)} key_names"
+        )
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.2))
+    reach = float(torch.cat([k.abs().flatten(), q.abs()]).max())
+
+    def arrow(vec: torch.Tensor, label: str, color: str, lw: float, **text_kw) -> None:
+        tip = (float(vec[0]), float(vec[1]))
+        ax.annotate("", xy=tip, xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": color, "lw": lw})
+        # The label sits just beyond the tip, on the arrow's line, so labels of different arrows do not collide.
+        ux, uy = (vec / vec.norm()).tolist() if float(vec.norm()) > 0 else (0.0, 1.0)
+        ha = "left" if ux > 0.3 else "right" if ux < -0.3 else "center"
+        va = "bottom" if uy > 0.3 else "top" if uy < -0.3 else "center"
+        gap = 0.06 * reach
+        ax.text(tip[0] + gap * ux, tip[1] + gap * uy, label, color=color, ha=ha, va=va, **text_kw)
+
+    for vec, name, weight in zip(k, key_names, w, strict=True):
+        arrow(vec, f"{name}\nw = {float(weight):.2f}", "tab:blue", 1 + 5 * float(weight), fontsize=9)
+    arrow(q, "query", "tab:red", 2.5, fontsize=10, fontweight="bold")
+    low = min(0.0, float(torch.cat([k.flatten(), q]).min())) - 0.25 * reach  # room for labels centred on x = 0
+    ax.set_xlim(low, 1.55 * reach)  # room on the right for labels of arrows that point right
+    ax.set_ylim(low, 1.35 * reach)
+    ax.set_aspect("equal")
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title)
+    return ax
+
+
+def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """How much each output feature changes when one head is silenced: returns ``(d_model, num_heads)``.
+
+    ``heads`` is the attention result ``(batch, heads, seq, head_dim)``; the output is ``mix(merge_heads(heads))``,
+    ``(batch, seq, d_model)``, where ``mix`` is e.g. the output projection ``W_o`` (None: no mixing, the merged heads
+    themselves). Entry ``[i, h]`` is the largest change of output feature ``i`` (over batch and tokens) when head
+    ``h``'s result is set to zero.
+    """
+    _check_float_tensor("heads", heads, ranks=(4,))
+    if mix is None:
+        mix = nn.Identity()
+    with torch.no_grad():
+        full = mix(merge_heads(heads))  # (batch, heads, seq, head_dim) -> (batch, seq, d_model)
+        columns = []
+        for h in range(heads.shape[1]):
+            silenced = heads.clone()
+            silenced[:, h] = 0.0  # head h found nothing
+            change = (mix(merge_heads(silenced)) - full).abs()  # (batch, seq, d_model)
+            columns.append(change.amax(dim=(0, 1)))  # (d_model,)
+    return torch.stack(columns, dim=1)  # (d_model, num_heads)
+
+
+def plot_head_influence(influence: torch.Tensor, title: str = "Which heads each output feature hears", ax=None):
+    """Draw :func:`head_influence`'s ``(d_model, num_heads)`` matrix as a labelled heatmap; returns the ``Axes``."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    w = _as_numpy_2d(influence, "influence")
+    d_model, num_heads = w.shape
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.8 * num_heads + 2.4, 0.38 * d_model + 1.4))
+    sns.heatmap(
+        w, ax=ax, vmin=0.0, cmap="viridis", annot=d_model <= 16, fmt=".2f", annot_kws={"fontsize": 8},
+        xticklabels=[f"head {h}" for h in range(num_heads)], yticklabels=[str(i) for i in range(d_model)],
+        linewidths=0.5, linecolor="white", cbar_kws={"label": "largest |change|"},
+    )
+    ax.set_title(title)
+    ax.set_xlabel("head set to zero")
+    ax.set_ylabel("output feature")
+    ax.tick_params(axis="y", labelrotation=0)
+    return ax

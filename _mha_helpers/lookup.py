@@ -1,0 +1,386 @@
+"""lookup: TODO docstring."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import _check_bool, _check_float_tensor, _check_positive_int, _OneThread, valid_head_counts
+from .figures import plot_heads
+from .mha import MultiHeadAttention
+
+#: The two look-ups of the task, in the order of the targets' last axis.
+LOOKUP_PATTERNS: tuple[str, str] = ("previous", "first")
+
+
+#: The value F.cross_entropy ignores: the target of position 0, which has no previous token.
+IGNORE_INDEX: int = -100
+
+
+def lookup_letters(vocab_size: int = 8) -> list[str]:
+    """The token names ``["A", "B", ...]`` of the two-look-up task (``vocab_size`` at most 26)."""
+    _check_positive_int("vocab_size", vocab_size)
+    if vocab_size > 26:
+        raise ValueError(f"vocab_size must be at most 26 (one letter per token), got vocab_size={vocab_size}")
+    return [chr(ord("A") + t) for t in range(vocab_size)]
+
+
+def two_lookup_targets(tokens: torch.Tensor) -> torch.Tensor:
+    """The answers of the two-look-up task for a batch of token ids: ``(batch, seq)`` -> ``(batch, seq, 2)``.
+
+    ``targets[b, i, 0]`` is the previous token ``tokens[b, i-1]`` and ``targets[b, i, 1]`` the first token
+    ``tokens[b, 0]``; position 0 has no previous token, so both its targets are ``IGNORE_INDEX`` (-100), which
+    ``F.cross_entropy`` skips.
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
+        got = f"{tokens.dtype} tensor of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
+            tokens).__name__
+        raise TypeError(f"tokens must be a (batch, seq) tensor of token ids (torch.long), got {got}")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"tokens must have at least 2 positions (seq >= 2), got shape {tuple(tokens.shape)}")
+    previous = torch.full_like(tokens, IGNORE_INDEX)  # (batch, seq)
+    previous[:, 1:] = tokens[:, :-1]  # position i gets token i-1
+    first = tokens[:, :1].expand_as(tokens).clone()  # (batch, 1) -> (batch, seq): token 0 everywhere
+    first[:, 0] = IGNORE_INDEX
+    return torch.stack([previous, first], dim=-1)  # 2 x (batch, seq) -> (batch, seq, 2)
+
+
+def make_two_lookup_batch(
+    batch_size: int, seq_len: int = 8, vocab_size: int = 8, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random sequences and their answers: ``tokens (batch, seq)`` (uniform ids < ``vocab_size``) and
+    ``targets (batch, seq, 2)`` from :func:`two_lookup_targets`. Pass a seeded ``generator`` for repeatable data."""
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("seq_len", seq_len)
+    _check_positive_int("vocab_size", vocab_size)
+    if seq_len < 3:
+        raise ValueError(f"seq_len must be at least 3 (so 'previous' and 'first' can differ), got seq_len={seq_len}")
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be at least 2, got vocab_size={vocab_size}")
+    tokens = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)  # (batch, seq)
+    return tokens, two_lookup_targets(tokens)
+
+
+class TinyLookupModel(nn.Module):
+    """Token embedding + learned positions -> ONE ``MultiHeadAttention`` layer -> a linear read-out.
+
+    ``forward(tokens (batch, seq)) -> logits (batch, seq, 2, vocab_size)``: for every position one score per letter
+    for each of the two look-ups (``LOOKUP_PATTERNS``). There is no residual connection and no MLP on purpose:
+    whatever the read-out knows about other positions came through the attention heads, so switching a head off
+    shows what it carried. ``return_weights=True`` also returns the per-head attention ``(batch, heads, seq, seq)``.
+    The parameter count does not depend on ``num_heads`` (only the split of ``d_model`` does).
+    """
+
+    def __init__(self, vocab_size: int = 8, seq_len: int = 8, d_model: int = 8, num_heads: int = 2) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
+                            ("num_heads", num_heads)):
+            _check_positive_int(name, value)
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.token_emb = nn.Embedding(vocab_size, d_model)  # id -> (d_model,)
+        self.pos_emb = nn.Embedding(seq_len, d_model)  # position -> (d_model,), learned
+        self.attn = MultiHeadAttention(d_model, num_heads)  # checks that num_heads divides d_model
+        self.readout = nn.Linear(d_model, len(LOOKUP_PATTERNS) * vocab_size)  # d_model -> 2 * vocab
+
+    @property
+    def num_heads(self) -> int:
+        return self.attn.num_heads
+
+    def forward(self, tokens: torch.Tensor, return_weights: bool = False):
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
+            got = f"{tokens.dtype} of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
+                tokens).__name__
+            raise TypeError(f"tokens must be a (batch, seq) torch.long tensor of token ids, got {got}")
+        _check_bool("return_weights", return_weights)
+        batch, seq = tokens.shape
+        if seq > self.seq_len:
+            raise ValueError(f"tokens has {seq} positions but the model learned only seq_len={self.seq_len}")
+        if bool((tokens < 0).any()) or bool((tokens >= self.vocab_size).any()):
+            raise ValueError(f"token ids must be in 0..{self.vocab_size - 1}, got ids from {int(tokens.min())} "
+                             f"to {int(tokens.max())}")
+        positions = torch.arange(seq, device=tokens.device)  # (seq,)
+        x = self.token_emb(tokens) + self.pos_emb(positions)  # (batch, seq, d_model) + (seq, d_model)
+        out, weights = self.attn(x, need_weights=return_weights, average_attn_weights=False)  # (batch, seq, d_model)
+        logits = self.readout(out)  # (batch, seq, 2 * vocab)
+        logits = logits.view(batch, seq, len(LOOKUP_PATTERNS), self.vocab_size)  # -> (batch, seq, 2, vocab)
+        return (logits, weights) if return_weights else logits
+
+
+class heads_switched_off:  # lower-case: used like a function, `with mh.heads_switched_off(attn, [0]):`
+    """``with heads_switched_off(attn, heads):`` inside the block, ``attn`` works as if those heads found nothing.
+
+    ``attn`` is a :class:`MultiHeadAttention`, ``heads`` a head number or a list of them. A forward pre-hook on
+    ``attn.W_o`` zeroes those heads' slices of the concatenated head outputs ``(batch, seq, num_heads * head_dim)``
+    just before the output projection mixes them; the hook is removed when the block ends.
+    """
+
+    def __init__(self, attn: MultiHeadAttention, heads: int | Sequence[int]) -> None:
+        if not isinstance(attn, MultiHeadAttention):
+            raise TypeError(f"attn must be an mha_helpers.MultiHeadAttention, got {type(attn).__name__}")
+        heads = [heads] if isinstance(heads, int) and not isinstance(heads, bool) else list(heads)
+        for h in heads:
+            if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < attn.num_heads:
+                raise ValueError(f"heads must be head numbers in 0..{attn.num_heads - 1}, got {h!r}")
+        self.attn, self.heads, self.handle = attn, heads, None
+
+    def __enter__(self) -> heads_switched_off:
+        attn = self.attn
+        keep = torch.ones(attn.num_heads, 1, device=attn.W_o.weight.device, dtype=attn.W_o.weight.dtype)  # (heads, 1)
+        keep[self.heads] = 0.0
+
+        def zero_heads(module, args):
+            (merged,) = args  # (batch, seq, num_heads * head_dim)
+            split = merged.unflatten(-1, (attn.num_heads, attn.head_dim))  # -> (batch, seq, heads, head_dim)
+            return ((split * keep).flatten(-2),)  # switched-off heads -> 0; (batch, seq, heads * head_dim)
+
+        self.handle = attn.W_o.register_forward_pre_hook(zero_heads)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def _lookup_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over both look-ups: logits ``(batch, seq, 2, vocab)``, targets ``(batch, seq, 2)``."""
+    return F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE_INDEX)  # (B*seq*2, vocab)
+
+
+#: Finished training runs of :func:`train_lookup_model`, by their arguments: ``(state_dict, losses)``.
+_TRAINED_LOOKUP_RUNS: dict[tuple, tuple[dict[str, torch.Tensor], list[float]]] = {}
+
+
+def train_lookup_model(
+    num_heads: int,
+    d_model: int = 8,
+    seed: int = 0,
+    steps: int = 150,
+    batch_size: int = 64,
+    lr: float = 0.03,
+    seq_len: int = 8,
+    vocab_size: int = 8,
+    progress: bool = True,
+) -> tuple[TinyLookupModel, list[float]]:
+    """Train a :class:`TinyLookupModel` on fresh random batches of the two-look-up task; returns ``(model, losses)``.
+
+    Adam, ``steps`` steps of ``batch_size`` new sequences each (so nothing can be memorised). Everything random
+    comes from ``seed`` (the weights from ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random
+    state is left alone; the data from its own generator), and training runs on one CPU thread, so the same seed
+    gives bit-identical results on every run and at any ``OMP_NUM_THREADS``. ``progress`` shows a tqdm bar.
+    The model comes back in eval mode; ``losses`` holds the loss of every step.
+
+    Because a run is fully determined by its arguments, finished runs are remembered for the session: asking again
+    with the same arguments returns a fresh copy of the same trained model at once (the sweep reuses the runs of
+    the notebook's first comparison this way).
+    """
+    _check_positive_int("num_heads", num_heads)
+    _check_positive_int("d_model", d_model)
+    _check_positive_int("steps", steps)
+    _check_positive_int("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
+        raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.03, got lr={lr!r}")
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
+                         f"{', '.join(map(str, valid_head_counts(d_model)))}")
+    make_two_lookup_batch(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size first
+    _check_bool("progress", progress)
+    from tqdm.auto import tqdm
+
+    key = (num_heads, d_model, seed, steps, batch_size, float(lr), seq_len, vocab_size)
+    if key in _TRAINED_LOOKUP_RUNS:
+        state, losses = _TRAINED_LOOKUP_RUNS[key]
+        with torch.random.fork_rng(devices=[]):  # building the model draws random weights: keep the caller's RNG
+            model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
+        model.load_state_dict(state)
+        return model.eval(), list(losses)
+
+    data = torch.Generator().manual_seed(10_000 + seed)
+    losses: list[float] = []
+    with _OneThread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        bar = tqdm(range(steps), desc=f"{num_heads} head{'s' if num_heads > 1 else ''}", disable=not progress,
+                   leave=True)
+        for step in bar:
+            tokens, targets = make_two_lookup_batch(batch_size, seq_len, vocab_size, generator=data)
+            loss = _lookup_loss(model(tokens), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if step % 20 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    _TRAINED_LOOKUP_RUNS[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, list(losses))
+    return model.eval(), losses
+
+
+def lookup_test_set(num_examples: int = 2000, seq_len: int = 8, vocab_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed test sequences every evaluation uses: ``tokens (n, seq)``, ``targets (n, seq, 2)`` (seed 12345,
+    which no training run uses)."""
+    return make_two_lookup_batch(num_examples, seq_len, vocab_size, generator=torch.Generator().manual_seed(12345))
+
+
+def lookup_accuracy(
+    model: TinyLookupModel, heads_off: Sequence[int] = (), num_examples: int = 2000, start: int = 2
+) -> dict[str, float]:
+    """Accuracy on the fixed test set: ``{"previous": ..., "first": ..., "both": ...}``, each a fraction in [0, 1].
+
+    Scored at positions ``start..seq-1`` (default 2: at position 1 the previous token IS the first token, so one
+    look-up would answer both). ``"both"`` counts a position as right only when both look-ups are right.
+    ``heads_off`` switches those heads off (see :func:`heads_switched_off`) for the measurement.
+    """
+    if not isinstance(model, TinyLookupModel):
+        raise TypeError(f"model must be a TinyLookupModel, got {type(model).__name__}")
+    tokens, targets = lookup_test_set(num_examples, model.seq_len, model.vocab_size)
+    with _OneThread(), torch.no_grad(), heads_switched_off(model.attn, heads_off):
+        predicted = model(tokens).argmax(dim=-1)  # (n, seq, 2, vocab) -> (n, seq, 2)
+    right = (predicted == targets)[:, start:]  # (n, seq - start, 2)
+    return {
+        LOOKUP_PATTERNS[0]: right[..., 0].float().mean().item(),
+        LOOKUP_PATTERNS[1]: right[..., 1].float().mean().item(),
+        "both": right.all(dim=-1).float().mean().item(),
+    }
+
+
+def lookup_attention(model: TinyLookupModel, tokens: torch.Tensor) -> torch.Tensor:
+    """The trained model's per-head attention for some sequences: ``(batch, seq)`` -> ``(batch, heads, seq, seq)``."""
+    with _OneThread(), torch.no_grad():
+        _, weights = model(tokens, return_weights=True)
+    return weights
+
+
+def attention_shares(weights: torch.Tensor, start: int = 2) -> torch.Tensor:
+    """How much of each head's attention lands where each look-up needs it: ``(batch, heads, L, S)`` -> ``(heads, 2)``.
+
+    Column 0: the mean weight query ``i`` gives key ``i-1`` (the previous token); column 1: the mean weight it gives
+    key 0 (the first token). Averaged over the batch and the queries ``i >= start`` (default 2: from there on the two
+    look-ups point at different positions). 1.0 means the head looks only there.
+    """
+    _check_float_tensor("weights", weights, ranks=(4,))
+    L = weights.shape[-2]
+    if not 1 <= start < L:
+        raise ValueError(f"start must be in 1..{L - 1} (a query with a previous token), got start={start}")
+    queries = torch.arange(start, L, device=weights.device)  # (n_q,)
+    previous = weights[:, :, queries, queries - 1]  # (batch, heads, n_q): w[b, h, i, i-1]
+    first = weights[:, :, queries, 0]  # (batch, heads, n_q): w[b, h, i, 0]
+    return torch.stack([previous.mean(dim=(0, 2)), first.mean(dim=(0, 2))], dim=-1)  # (heads, 2)
+
+
+def ablation_table(model: TinyLookupModel, num_examples: int = 2000) -> dict[str, dict[str, float]]:
+    """Accuracy with every head on (key ``"none"``) and with each head switched off in turn (keys ``"head 0"``, ...).
+
+    Each value is :func:`lookup_accuracy`'s dict ``{"previous", "first", "both"}``.
+    """
+    table = {"none": lookup_accuracy(model, (), num_examples)}
+    for h in range(model.num_heads):
+        table[f"head {h}"] = lookup_accuracy(model, (h,), num_examples)
+    return table
+
+
+def head_count_sweep(
+    d_model: int = 8, seeds: Sequence[int] = (0, 1, 2, 3, 4), progress: bool = True, **train_kwargs
+) -> dict[int, list[dict[str, float]]]:
+    """Train one model per (head count, seed) at fixed ``d_model``; head counts are every divisor of ``d_model``.
+
+    Returns ``{num_heads: [lookup_accuracy(...) for each seed]}``. The models have the same parameter count and the
+    same computation (only the split of d_model into heads changes), as in Vaswani et al. (2017), Table 3 rows (A).
+    ``train_kwargs`` go to :func:`train_lookup_model`; one tqdm bar counts the runs.
+    """
+    from tqdm.auto import tqdm
+
+    seeds = list(seeds)
+    runs = [(h, s) for h in valid_head_counts(d_model) for s in seeds]
+    results: dict[int, list[dict[str, float]]] = {h: [] for h in valid_head_counts(d_model)}
+    for h, s in tqdm(runs, desc=f"sweep at d_model={d_model}", disable=not progress):
+        model, _ = train_lookup_model(h, d_model=d_model, seed=s, progress=False, **train_kwargs)
+        results[h].append(lookup_accuracy(model))
+    return results
+
+
+def sweep_summary(results: dict[int, list[dict[str, float]]], key: str = "both") -> list[dict[str, float]]:
+    """One row per head count: ``num_heads``, ``mean``, ``min``, ``max`` of ``key`` accuracy over the seeds."""
+    rows = []
+    for h, runs in results.items():
+        values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
+        rows.append({"num_heads": h, "mean": float(values.mean()), "min": float(values.min()),
+                     "max": float(values.max())})
+    return rows
+
+
+def plot_lookup_heads(
+    weights: torch.Tensor, labels: Sequence[str], title: str = "What each head looks at", annot: bool = True
+):
+    """Per-head maps ``(num_heads, L, L)`` (or ``(1, num_heads, L, L)``) of a :class:`TinyLookupModel`, with the cells
+    each look-up needs outlined: key ``i-1`` for "previous" (red, solid) and key 0 for "first" (blue, dashed),
+    for the queries ``i >= 2``. Each head's title gives its :func:`attention_shares` on the sequences drawn (pass
+    one sequence, ``(1, heads, L, L)``, for a readable map). Returns the Figure."""
+    from matplotlib.patches import Patch, Rectangle
+
+    w = weights.detach()
+    if w.dim() == 4 and w.shape[0] == 1:
+        w = w[0]
+    _check_float_tensor("weights", w, ranks=(3,))
+    num_heads, L, _ = w.shape
+    shares = attention_shares(w.unsqueeze(0))  # (heads, 2)
+    fig = plot_heads(w, labels, title=title, annot=annot)
+    cols = min(4, num_heads)
+    fig.set_size_inches(4.6 * cols + 0.4, 4.4 * math.ceil(num_heads / cols) + 0.9)
+    for h in range(num_heads):
+        ax = fig.axes[h]
+        for i in range(2, L):  # cell (row i, column j) spans x in [j, j+1], y in [i, i+1]
+            ax.add_patch(Rectangle((i - 1, i), 1, 1, fill=False, edgecolor="red", lw=2.2))
+            ax.add_patch(Rectangle((0.04, i + 0.04), 0.92, 0.92, fill=False, edgecolor="deepskyblue", lw=2.2, ls="--"))
+        ax.set_title(f"head {h}, on this example: {shares[h, 0]:.0%} on previous, {shares[h, 1]:.0%} on first",
+                     fontsize=10)
+    fig.legend(
+        handles=[Patch(fill=False, edgecolor="red", lw=2, label="where 'previous' must look: key i-1"),
+                 Patch(fill=False, edgecolor="deepskyblue", lw=2, ls="--", label="where 'first' must look: key 0")],
+        loc="lower center", ncol=2 if num_heads > 1 else 1, fontsize=9, frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0.05 if num_heads > 1 else 0.09, 1, 1))
+    return fig
+
+
+def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | None = None, ax=None):
+    """Accuracy against the number of heads, from :func:`head_count_sweep`'s results: "both look-ups right" as the
+    mean with min-max bars and every seed as a dot; each look-up's mean as a thin line; the 1-in-8 guessing level.
+    Returns the ``Axes``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 5.2))
+    heads = list(results)
+    n_seeds = len(results[heads[0]])
+    xs = list(range(len(heads)))  # evenly spaced, labelled with the head counts
+    for key, style in (("previous", {"ls": "--", "color": "tab:orange"}), ("first", {"ls": ":", "color": "tab:green"})):
+        means = [sum(r[key] for r in results[h]) / len(results[h]) for h in heads]
+        ax.plot(xs, [100 * m for m in means], marker=".", label=f"'{key}' right (mean)", **style)
+    rows = sweep_summary(results)
+    means = [100 * r["mean"] for r in rows]
+    lower = [100 * (r["mean"] - r["min"]) for r in rows]
+    upper = [100 * (r["max"] - r["mean"]) for r in rows]
+    ax.errorbar(xs, means, yerr=[lower, upper], color="tab:blue", marker="o", capsize=5, lw=2,
+                label=f"both right: mean, min–max over {n_seeds} seeds")
+    for x, h in zip(xs, heads, strict=True):
+        runs = results[h]
+        offsets = [0.12 + 0.04 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]  # beside the bar, spread out
+        ax.scatter([x + o for o in offsets], [100 * r["both"] for r in runs], color="tab:blue", s=14, alpha=0.6,
+                   zorder=3, label="both right: one seed" if x == 0 else None)
+    ax.axhline(100 / 8, color="grey", lw=1, ls="-.", label="guessing one look-up: 1 in 8")
+    d_model = d_model if d_model is not None else heads[-1]
+    ax.set_xticks(xs, [f"{h}\n(head_dim {d_model // h})" for h in heads])
+    ax.set_xlim(-0.4, len(heads) - 0.6)
+    ax.set_xlabel(f"number of heads at d_model = {d_model}")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Same model size, different number of heads")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    ax.figure.tight_layout()
+    return ax

@@ -1,0 +1,343 @@
+"""mha: TODO docstring."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import causal_mask, merge_heads, scaled_dot_product_attention, split_heads
+from .common import _check_bool, _check_divisible, _check_float_tensor, _check_mask_dtype, _check_positive_int
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-Head Attention with the semantics of ``torch.nn.MultiheadAttention``, built from readable steps.
+
+    ``MultiHeadAttention(embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, batch_first=True)``
+
+    Parameters (the maths' names; the same count as PyTorch's module):
+      ``W_q: Linear(embed_dim -> embed_dim)``, ``W_k: Linear(kdim -> embed_dim)``, ``W_v: Linear(vdim -> embed_dim)``
+      and the output projection ``W_o: Linear(embed_dim -> embed_dim)``; ``head_dim = embed_dim // num_heads``.
+
+    ``forward(query, key=None, value=None, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True, is_causal=False) -> (output, weights or None)``
+
+    Shapes (batch-first): query ``(batch, L, embed_dim)``, key ``(batch, S, kdim)``, value ``(batch, S, vdim)``;
+    unbatched ``(L, embed_dim)`` etc. also work. Output ``(batch, L, embed_dim)``; weights ``(batch, L, S)``
+    averaged over heads, or ``(batch, num_heads, L, S)`` with ``average_attn_weights=False``.
+
+    Masks use **nn.MultiheadAttention's** conventions: a boolean mask is True where attention is NOT allowed; a float
+    mask is added to the scores. ``attn_mask`` is ``(L, S)`` or ``(batch * num_heads, L, S)``; ``key_padding_mask`` is
+    ``(batch, S)`` (True = padding). Dropout (p=``dropout``) acts on the attention weights in training mode only.
+
+    Deliberate differences from ``torch.nn.MultiheadAttention``:
+      * ``batch_first`` defaults to True (the series works in ``(batch, seq, d_model)``);
+      * ``key`` defaults to ``query`` and ``value`` to ``key`` (so ``mha(x)`` is self-attention);
+      * ``is_causal=True`` alone builds the causal mask (PyTorch also demands ``attn_mask``). If a mask is also
+        given, this module uses that mask; PyTorch treats ``is_causal`` as a promise that the mask IS the causal
+        mask and may use either, so only pass both when they agree;
+      * a query row whose keys are all masked gets zero weights and a zero attention result before the output
+        projection (so its output is ``W_o``'s bias), never NaN; PyTorch returns NaN there with
+        ``need_weights=True`` and on its eval-mode fast path;
+      * bad arguments raise a ValueError/TypeError that names the argument and what would work.
+    ``add_bias_kv`` and ``add_zero_attn`` are not supported.
+
+    With ``need_weights=False`` the forward uses one fused Q/K/V matrix multiply (self-attention with
+    kdim = vdim = embed_dim) and ``torch.nn.functional.scaled_dot_product_attention``, so it is as fast as PyTorch.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("embed_dim", embed_dim)
+        _check_positive_int("num_heads", num_heads)
+        _check_divisible(embed_dim, num_heads)
+        if kdim is not None:
+            _check_positive_int("kdim", kdim)
+        if vdim is not None:
+            _check_positive_int("vdim", vdim)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r} of type {type(dropout).__name__}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) (a probability; 1 would drop everything), got dropout={dropout}")
+        _check_bool("bias", bias)
+        _check_bool("batch_first", batch_first)
+
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self.dropout = float(dropout)
+        self.batch_first = batch_first
+        self.has_bias = bias
+
+        factory = {"device": device, "dtype": dtype}
+        self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # d_model -> num_heads * head_dim
+        self.W_k = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)  # kdim    -> num_heads * head_dim
+        self.W_v = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)  # vdim    -> num_heads * head_dim
+        self.W_o = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # concatenated heads -> d_model
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # The same initialisation as nn.MultiheadAttention: Xavier-uniform over the packed (3*E, E) in-projection
+        # (so each of W_q, W_k, W_v is drawn with that bound), zero biases, and nn.Linear's default for W_o's weight.
+        E = self.embed_dim
+        if self.kdim == E and self.vdim == E:
+            packed = torch.empty(3 * E, E, device=self.W_q.weight.device, dtype=self.W_q.weight.dtype)
+            nn.init.xavier_uniform_(packed)
+            with torch.no_grad():
+                for part, lin in zip(packed.chunk(3), (self.W_q, self.W_k, self.W_v), strict=True):
+                    lin.weight.copy_(part)
+        else:
+            for lin in (self.W_q, self.W_k, self.W_v):
+                nn.init.xavier_uniform_(lin.weight)
+        if self.has_bias:
+            for lin in (self.W_q, self.W_k, self.W_v, self.W_o):
+                nn.init.zeros_(lin.bias)
+
+    def extra_repr(self) -> str:
+        extra = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}"
+        if self.kdim != self.embed_dim or self.vdim != self.embed_dim:
+            extra += f", kdim={self.kdim}, vdim={self.vdim}"
+        return extra + f", dropout={self.dropout}, bias={self.has_bias}, batch_first={self.batch_first}"
+
+    # ---- conversion to and from PyTorch's module -------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A copy of an ``nn.MultiheadAttention`` (same weights, sizes, dropout, batch_first, device and dtype)."""
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(
+                f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}; to copy one of ours, "
+                f"use copy.deepcopy(module)"
+            )
+        for option, used in (("add_bias_kv", module.bias_k is not None), ("add_zero_attn", module.add_zero_attn)):
+            if used:
+                raise ValueError(
+                    f"module was built with {option}=True, which MultiHeadAttention does not support; "
+                    f"build the nn.MultiheadAttention with {option}=False"
+                )
+        ref = module.out_proj.weight
+        bias = module.out_proj.bias is not None
+        new = cls(
+            module.embed_dim, module.num_heads, dropout=module.dropout, bias=bias, kdim=module.kdim,
+            vdim=module.vdim, batch_first=module.batch_first, device=ref.device, dtype=ref.dtype,
+        )
+        E = module.embed_dim
+        with torch.no_grad():
+            if module._qkv_same_embed_dim:
+                w_q, w_k, w_v = module.in_proj_weight.chunk(3)  # (3E, E) -> three (E, E)
+            else:
+                w_q, w_k, w_v = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+            for lin, w in zip((new.W_q, new.W_k, new.W_v), (w_q, w_k, w_v), strict=True):
+                lin.weight.copy_(w)
+            new.W_o.weight.copy_(module.out_proj.weight)
+            if bias:
+                for i, lin in enumerate((new.W_q, new.W_k, new.W_v)):
+                    lin.bias.copy_(module.in_proj_bias[i * E : (i + 1) * E])
+                new.W_o.bias.copy_(module.out_proj.bias)
+        new.train(module.training)
+        return new
+
+    def to_torch(self) -> nn.MultiheadAttention:
+        """An ``nn.MultiheadAttention`` with this module's weights, sizes, dropout, batch_first, device and dtype."""
+        ref = self.W_o.weight
+        module = nn.MultiheadAttention(
+            self.embed_dim, self.num_heads, dropout=self.dropout, bias=self.has_bias, kdim=self.kdim,
+            vdim=self.vdim, batch_first=self.batch_first, device=ref.device, dtype=ref.dtype,
+        )
+        with torch.no_grad():
+            if module._qkv_same_embed_dim:
+                module.in_proj_weight.copy_(torch.cat([self.W_q.weight, self.W_k.weight, self.W_v.weight]))
+            else:
+                module.q_proj_weight.copy_(self.W_q.weight)
+                module.k_proj_weight.copy_(self.W_k.weight)
+                module.v_proj_weight.copy_(self.W_v.weight)
+            module.out_proj.weight.copy_(self.W_o.weight)
+            if self.has_bias:
+                module.in_proj_bias.copy_(torch.cat([self.W_q.bias, self.W_k.bias, self.W_v.bias]))
+                module.out_proj.bias.copy_(self.W_o.bias)
+        module.train(self.training)
+        return module
+
+    # ---- the forward pass -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``query`` over ``key``/``value``; see the class docstring for shapes and masks."""
+        key = query if key is None else key
+        value = key if value is None else value
+        query, key, value, batched = self._check_inputs(query, key, value)
+        for name, flag in (("need_weights", need_weights), ("average_attn_weights", average_attn_weights),
+                           ("is_causal", is_causal)):
+            _check_bool(name, flag)
+
+        self_attention = query is key and key is value
+        if not batched:  # (L, E) -> (1, L, E): one code path for both
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+        elif not self.batch_first:  # (L, batch, E) -> (batch, L, E); transpose is a view, no copy
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        batch, L, S = query.shape[0], query.shape[1], key.shape[1]
+
+        bias = self._additive_mask(attn_mask, key_padding_mask, is_causal, batch, L, S, batched, query.dtype)
+
+        # 1. Project: (batch, seq, dim) -> (batch, seq, embed_dim) for Q, K and V.
+        q, k, v = self._project(query, key, value, fused=self_attention and not need_weights)
+        # 2. Split: (batch, seq, embed_dim) -> (batch, heads, seq, head_dim).
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
+        dropout_p = self.dropout if self.training else 0.0
+
+        if need_weights:
+            # 3. Attend, every step in plain sight: (batch, heads, L, head_dim) -> (batch, heads, L, head_dim).
+            heads, weights = scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+        else:
+            heads = self._fast_attention(q, k, v, bias, dropout_p)
+            weights = None
+
+        # 4. Merge: (batch, heads, L, head_dim) -> (batch, L, embed_dim); 5. mix the heads with W_o.
+        output = self.W_o(merge_heads(heads))  # (batch, L, embed_dim)
+
+        if not batched:
+            output = output.squeeze(0)  # (L, E)
+        elif not self.batch_first:
+            output = output.transpose(0, 1)  # (L, batch, E)
+        if weights is not None:
+            if average_attn_weights:
+                weights = weights.mean(dim=1)  # (batch, heads, L, S) -> (batch, L, S)
+            if not batched:
+                weights = weights.squeeze(0)  # (L, S) or (heads, L, S)
+        return output, weights
+
+    def _project(self, query, key, value, fused: bool):
+        """Q/K/V projections ``(batch, seq, dim) -> (batch, seq, embed_dim)``; one matmul when ``fused``."""
+        if fused:
+            w = torch.cat([self.W_q.weight, self.W_k.weight, self.W_v.weight])  # (3E, E)
+            b = torch.cat([self.W_q.bias, self.W_k.bias, self.W_v.bias]) if self.has_bias else None  # (3E,)
+            qkv = F.linear(query, w, b)  # (batch, L, 3E)
+            return qkv.chunk(3, dim=-1)  # three views (batch, L, E)
+        return self.W_q(query), self.W_k(key), self.W_v(value)
+
+    @staticmethod
+    def _fast_attention(q, k, v, bias, dropout_p):
+        """PyTorch's fused kernel ``(batch, heads, L, head_dim) -> (batch, heads, L, head_dim)``, rows fully masked -> 0."""
+        if bias is None:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        dead = torch.isneginf(bias).all(dim=-1, keepdim=True)  # (.., L, 1): rows with no key to look at
+        if bool(dead.any()):
+            bias = bias.masked_fill(dead, 0.0)  # keep the kernel away from 0/0 ...
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+            return out.masked_fill(dead, 0.0)  # ... then zero those rows, as the weights path does
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+
+    def _check_inputs(self, query, key, value):
+        """Validate query/key/value; return them with a flag: batched (3-D) or not (2-D)."""
+        layout = "(batch, seq, features)" if self.batch_first else "(seq, batch, features)"
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            _check_float_tensor(name, t, ranks=(2, 3), layout=f"unbatched (seq, features) or batched {layout}")
+        batched = query.dim() == 3
+        if key.dim() != query.dim() or value.dim() != query.dim():
+            raise ValueError(
+                f"query, key and value must all be batched (3-D) or all unbatched (2-D), got query "
+                f"{tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+            )
+        b_axis = 0 if self.batch_first else 1
+        if batched and not (query.shape[b_axis] == key.shape[b_axis] == value.shape[b_axis]):
+            raise ValueError(
+                f"query, key and value must have the same batch size (dim {b_axis} of {layout}), got "
+                f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+            )
+        s_axis = -2 if not batched or self.batch_first else 0
+        if key.shape[s_axis] != value.shape[s_axis]:
+            raise ValueError(
+                f"key and value must have the same length S (one value per key), got key {tuple(key.shape)} "
+                f"and value {tuple(value.shape)}"
+            )
+        for name, t, want, arg in (("query", query, self.embed_dim, "embed_dim"), ("key", key, self.kdim, "kdim"),
+                                   ("value", value, self.vdim, "vdim")):
+            if t.shape[-1] != want:
+                raise ValueError(
+                    f"{name} has {t.shape[-1]} features (last dim of shape {tuple(t.shape)}) but the module expects "
+                    f"{arg}={want}; build it with {arg}={t.shape[-1]} or project the input first"
+                )
+            if t.dtype != self.W_o.weight.dtype:
+                raise TypeError(
+                    f"{name} has dtype {t.dtype} but the module's parameters are {self.W_o.weight.dtype}; "
+                    f"convert one of them, e.g. {name}.to({self.W_o.weight.dtype})"
+                )
+            if t.device != self.W_o.weight.device:
+                raise ValueError(
+                    f"{name} is on {t.device} but the module's parameters are on {self.W_o.weight.device}; "
+                    f"move one of them, e.g. {name}.to('{self.W_o.weight.device}')"
+                )
+        return query, key, value, batched
+
+    def _additive_mask(self, attn_mask, key_padding_mask, is_causal, batch, L, S, batched, dtype):
+        """Turn nn.MultiheadAttention's masks into one float mask to add to the scores.
+
+        Returns None (no mask) or a tensor broadcastable to ``(batch, heads, L, S)``: 0 where attention is allowed,
+        -inf where it is not (bool masks), plus any float mask's values.
+        """
+        H = self.num_heads
+        if attn_mask is None and is_causal:
+            attn_mask = ~causal_mask(L, S, device=self.W_o.weight.device)  # True = blocked, as this module reads it
+        bias = None
+        if attn_mask is not None:
+            _check_mask_dtype("attn_mask", attn_mask, dtype)
+            n = batch * H if batched else H
+            if attn_mask.dim() == 2:
+                if tuple(attn_mask.shape) != (L, S):
+                    raise ValueError(
+                        f"attn_mask has shape {tuple(attn_mask.shape)}, expected (L, S) = ({L}, {S}) "
+                        f"or 3-D ({n}, {L}, {S}) = (batch * num_heads, L, S)"
+                    )
+                m = attn_mask.view(1, 1, L, S)  # (L, S) -> (1, 1, L, S), the same for every batch and head
+            elif attn_mask.dim() == 3:
+                if tuple(attn_mask.shape) != (n, L, S):
+                    raise ValueError(
+                        f"attn_mask has shape {tuple(attn_mask.shape)}, expected 3-D ({n}, {L}, {S}) = "
+                        f"(batch * num_heads, L, S) or 2-D ({L}, {S}) = (L, S)"
+                    )
+                m = attn_mask.view(batch, H, L, S)  # (batch * heads, L, S) -> (batch, heads, L, S)
+            else:
+                raise ValueError(
+                    f"attn_mask must be 2-D (L, S) or 3-D (batch * num_heads, L, S), got shape {tuple(attn_mask.shape)}"
+                )
+            bias = _to_additive(m, dtype)
+        if key_padding_mask is not None:
+            _check_mask_dtype("key_padding_mask", key_padding_mask, dtype)
+            want = (batch, S) if batched else (S,)
+            if tuple(key_padding_mask.shape) != want:
+                raise ValueError(
+                    f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, expected "
+                    f"{'(batch, S)' if batched else '(S,)'} = {want} (True = padding)"
+                )
+            kpm = _to_additive(key_padding_mask.view(batch, 1, 1, S), dtype)  # (batch, S) -> (batch, 1, 1, S)
+            bias = kpm if bias is None else bias + kpm
+        return bias
+
+
+def _to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """nn.MultiheadAttention's mask -> additive float mask: bool True (blocked) -> -inf, False -> 0; floats as they are."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
