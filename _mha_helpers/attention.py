@@ -1,4 +1,6 @@
-"""attention: TODO docstring."""
+"""The reference attention of notebooks 02-04: scaled dot-product attention with every step in plain sight, the
+causal and padding masks, and splitting d_model into heads and merging them back.
+"""
 
 from __future__ import annotations
 

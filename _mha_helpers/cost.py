@@ -1,4 +1,6 @@
-"""cost: TODO docstring."""
+"""Notebook 09, measuring what attention costs: FLOPs counted, time and peak memory measured, and which SDPA
+kernel PyTorch picked.
+"""
 
 from __future__ import annotations
 

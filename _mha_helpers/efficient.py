@@ -1,4 +1,6 @@
-"""efficient: TODO docstring."""
+"""Notebook 09, attention that costs less: the online softmax and a FlashAttention-style attention (forward and
+backward over blocks), grouped-query / multi-query attention, and the KV cache of step-by-step decoding.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""figures: TODO docstring."""
+"""Figures of the first notebooks: labelled attention heatmaps (one map, several heads), 01's soft look-up picture
+and 05's "which heads each output feature hears".
+"""
 
 from __future__ import annotations
 

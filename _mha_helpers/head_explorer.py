@@ -1,4 +1,6 @@
-"""head_explorer: TODO docstring."""
+"""Notebook 06 (and 04's compact slider): the head explorer, a widget that re-splits ONE fixed, seeded module into
+1, 2, 4, ... heads, and the per-head measures it shows (entropy, previous-token share).
+"""
 
 from __future__ import annotations
 

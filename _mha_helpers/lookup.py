@@ -1,4 +1,6 @@
-"""lookup: TODO docstring."""
+"""Notebook 08: what heads learn. A task with two look-ups per position, a tiny one-layer model, its training,
+ablations (switching heads off) and the head-count sweep.
+"""
 
 from __future__ import annotations
 

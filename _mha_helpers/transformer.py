@@ -1,4 +1,4 @@
-"""transformer: TODO docstring."""
+"""Notebook 07: the pre-norm Transformer block built around ``MultiHeadAttention``, and a padded toy batch."""
 
 from __future__ import annotations
 

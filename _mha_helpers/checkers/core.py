@@ -1,4 +1,6 @@
-"""checkers/core: TODO docstring."""
+"""The machinery every exercise checker shares: call the student's function, turn what happens into one line
+(pass, a specific hint, or "not yet"), and never raise into the notebook.
+"""
 
 from __future__ import annotations
 

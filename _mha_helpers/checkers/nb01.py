@@ -1,4 +1,4 @@
-"""checkers/nb01: TODO docstring."""
+"""The exercise checkers of notebook 01 (Q/K/V projections): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""checkers/nb02: TODO docstring."""
+"""The exercise checkers of notebook 02 (scaled dot-product attention): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""checkers/nb03: TODO docstring."""
+"""The exercise checkers of notebook 03 (masking): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

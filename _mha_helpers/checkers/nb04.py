@@ -1,4 +1,4 @@
-"""checkers/nb04: TODO docstring."""
+"""The exercise checkers of notebook 04 (splitting into heads): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""checkers/nb05: TODO docstring."""
+"""The exercise checkers of notebook 05 (concatenation and the output projection): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

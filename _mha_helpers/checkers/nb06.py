@@ -1,4 +1,4 @@
-"""checkers/nb06: TODO docstring."""
+"""The exercise checkers of notebook 06 (exploring heads): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

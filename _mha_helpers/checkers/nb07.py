@@ -1,4 +1,4 @@
-"""checkers/nb07: TODO docstring."""
+"""The exercise checkers of notebook 07 (MHA inside a Transformer): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

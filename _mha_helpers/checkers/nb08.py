@@ -1,4 +1,4 @@
-"""checkers/nb08: TODO docstring."""
+"""The exercise checkers of notebook 08 (what heads learn): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""checkers/nb09: TODO docstring."""
+"""The exercise checkers of notebook 09 (what heads cost): hidden cases, a reference, and a hint for each common mistake."""
 
 from __future__ import annotations
 
