@@ -137,17 +137,39 @@ def scaled_dot_product_attention(
     return output, weights
 
 
-def causal_mask(seq_len: int, key_len: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+def causal_mask(
+    seq_len: int,
+    key_len: int | None = None,
+    device: torch.device | str | None = None,
+    *,
+    align: str = "top_left",
+) -> torch.Tensor:
     """The causal ("look only at the past") mask in F.scaled_dot_product_attention's convention.
 
-    Returns a boolean ``(seq_len, key_len)`` tensor (``key_len`` defaults to ``seq_len``) that is **True where
-    query i MAY attend to key j**, i.e. j <= i (lower triangle, top-left aligned as torch's ``is_causal``).
-    For ``nn.MultiheadAttention`` (True = blocked) pass ``~causal_mask(n)`` instead.
+    Returns a boolean ``(seq_len, key_len)`` = ``(L, S)`` tensor (``key_len`` defaults to ``seq_len``) that is
+    **True where query i MAY attend to key j**. For ``nn.MultiheadAttention`` (True = blocked) pass ``~causal_mask(n)``.
+
+    ``align`` only matters when L != S:
+
+    * ``"top_left"`` (the default, torch's ``is_causal=True`` and ``causal_upper_left``): query i sees keys j <= i,
+      as if the queries were the FIRST L of the S positions;
+    * ``"bottom_right"`` (``torch.nn.attention.bias.causal_lower_right``): query i sees keys j <= i + (S - L), as
+      if the queries were the LAST L of the S positions, which is what decoding with a KV cache and chunked prefill
+      need (the cache holds S - L earlier tokens). With L > S the first L - S queries see no key at all.
     """
     _check_positive_int("seq_len", seq_len)
     key_len = seq_len if key_len is None else key_len
     _check_positive_int("key_len", key_len)
-    return torch.ones(seq_len, key_len, dtype=torch.bool, device=device).tril()
+    alignments = ("top_left", "bottom_right")
+    if not isinstance(align, str):
+        raise TypeError(f"align must be one of {alignments} (a str), got {align!r} of type {type(align).__name__}")
+    if align not in alignments:
+        raise ValueError(
+            f"align must be 'top_left' (torch's is_causal: query i sees keys j <= i) or 'bottom_right' "
+            f"(causal_lower_right: query i sees keys j <= i + key_len - seq_len), got align={align!r}"
+        )
+    offset = key_len - seq_len if align == "bottom_right" else 0  # how many keys come before query 0
+    return torch.ones(seq_len, key_len, dtype=torch.bool, device=device).tril(diagonal=offset)  # (L, S)
 
 
 def padding_mask(lengths: Sequence[int] | torch.Tensor, max_len: int | None = None) -> torch.Tensor:
