@@ -25,7 +25,8 @@ notebook                   file               names the notebook uses
                            mha.py             MultiHeadAttention (and torch_compat.py behind it)
                            checkers/nb05.py   check_merge_heads, check_mha_forward
 06 exploring heads         head_explorer.py   explorer_module, resplit_heads, head_attention_maps,
-                                              attention_entropy, previous_token_share, HeadExplorer
+                                              attention_entropy, previous_token_share, HeadExplorer,
+                                              EXPLORER_MAX_TOKENS
                            checkers/nb06.py   check_head_dims, check_head_entropy, check_previous_token_share
 07 MHA in Transformers     transformer.py     TransformerBlock, toy_batch
                            checkers/nb07.py   check_pre_norm_sublayer, check_causal_padding_mask
@@ -41,6 +42,7 @@ notebook                   file               names the notebook uses
                            efficient.py       online_softmax_attention, online_softmax_steps, plot_block_schedule,
                                               grouped_query_attention, kv_cache_bytes_per_token, KVCache,
                                               GroupedQuerySelfAttention, decode_step_by_step
+                           checkers/nb09.py   check_online_softmax, check_kv_cache_bytes
 every checker              checkers/core.py   exercise_checker, CheckResult
 =========================  =================  ====================================================================
 
