@@ -43,6 +43,11 @@ notebook                   file               names the notebook uses
                                               grouped_query_attention, kv_cache_bytes_per_token, KVCache,
                                               GroupedQuerySelfAttention, decode_step_by_step
                            checkers/nb09.py   check_online_softmax, check_kv_cache_bytes
+10 attention at inference  attention.py       causal_mask(..., align="bottom_right")
+                           inference.py       run_with_cache, query_positions_seen, plot_causal_alignment,
+                                              decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax,
+                                              MaskEditor, mask_editor, plot_mask_editor
+                           checkers/nb10.py   check_bottom_right_mask, check_cached_attention
 every checker              checkers/core.py   exercise_checker, CheckResult
 =========================  =================  ====================================================================
 
@@ -64,6 +69,7 @@ from _mha_helpers.checkers.nb06 import check_head_dims, check_head_entropy, chec
 from _mha_helpers.checkers.nb07 import check_causal_padding_mask, check_pre_norm_sublayer
 from _mha_helpers.checkers.nb08 import check_lookup_targets, check_previous_share, check_switch_off_head
 from _mha_helpers.checkers.nb09 import check_kv_cache_bytes, check_online_softmax
+from _mha_helpers.checkers.nb10 import check_bottom_right_mask, check_cached_attention
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
 from _mha_helpers.cost import (
     MEMORY_METHODS, attention_flops, attention_map_bytes, count_matmul_flops, measure_peak_memory, median_seconds,
@@ -77,6 +83,10 @@ from _mha_helpers.figures import head_influence, plot_attention, plot_head_influ
 from _mha_helpers.head_explorer import (
     EXPLORER_MAX_TOKENS, HeadExplorer, attention_entropy, explorer_module, head_attention_maps, head_explorer,
     plot_head_explorer, previous_token_share, resplit_heads,
+)
+from _mha_helpers.inference import (
+    MaskEditor, decode_cost, fully_masked_rows, mask_editor, mask_forms, naive_masked_softmax,
+    plot_causal_alignment, plot_mask_editor, query_positions_seen, run_with_cache,
 )
 from _mha_helpers.lookup import (
     IGNORE_INDEX, LOOKUP_PATTERNS, TinyLookupModel, ablation_table, attention_shares, head_count_sweep,
@@ -108,6 +118,10 @@ __all__ = [
     "MEMORY_METHODS", "measure_peak_memory", "online_softmax_attention", "online_softmax_steps",
     "plot_block_schedule", "grouped_query_attention", "kv_cache_bytes_per_token", "KVCache",
     "GroupedQuerySelfAttention", "decode_step_by_step",
+    # inference.py, checkers/nb10.py
+    "run_with_cache", "query_positions_seen", "plot_causal_alignment", "decode_cost", "mask_forms",
+    "fully_masked_rows", "naive_masked_softmax", "MaskEditor", "mask_editor", "plot_mask_editor",
+    "check_bottom_right_mask", "check_cached_attention",
     # checkers/
     "exercise_checker", "CheckResult",
     "check_project_qkv", "check_soft_lookup", "check_softmax", "check_attention", "check_causal_mask",
