@@ -48,6 +48,9 @@ notebook                   file               names the notebook uses
                                               decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax,
                                               MaskEditor, mask_editor, plot_mask_editor
                            checkers/nb10.py   check_bottom_right_mask, check_cached_attention
+13 bug hunt                audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in audit_probes.py)
+                           bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug
+                           checkers/nb13.py   check_fix_inverted_mask, check_fix_padding_heads, check_fix_gpt_block
 every checker              checkers/core.py   exercise_checker, CheckResult
 =========================  =================  ====================================================================
 
@@ -59,6 +62,8 @@ says otherwise.
 
 from _mha_helpers import publish as _publish
 from _mha_helpers.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
+from _mha_helpers.audit import AUDIT_PROPERTIES, AuditReport, AuditRow, audit
+from _mha_helpers.bug_zoo import BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug
 from _mha_helpers.checkers.core import CheckResult, exercise_checker
 from _mha_helpers.checkers.nb01 import check_project_qkv, check_soft_lookup
 from _mha_helpers.checkers.nb02 import check_attention, check_softmax
@@ -70,6 +75,7 @@ from _mha_helpers.checkers.nb07 import check_causal_padding_mask, check_pre_norm
 from _mha_helpers.checkers.nb08 import check_lookup_targets, check_previous_share, check_switch_off_head
 from _mha_helpers.checkers.nb09 import check_kv_cache_bytes, check_online_softmax
 from _mha_helpers.checkers.nb10 import check_bottom_right_mask, check_cached_attention
+from _mha_helpers.checkers.nb13 import check_fix_gpt_block, check_fix_inverted_mask, check_fix_padding_heads
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
 from _mha_helpers.cost import (
     MEMORY_METHODS, attention_flops, attention_map_bytes, count_matmul_flops, measure_peak_memory, median_seconds,
@@ -129,6 +135,9 @@ __all__ = [
     "check_merge_heads", "check_mha_forward", "check_head_dims", "check_head_entropy", "check_previous_token_share",
     "check_pre_norm_sublayer", "check_causal_padding_mask", "check_lookup_targets", "check_previous_share",
     "check_switch_off_head", "check_online_softmax", "check_kv_cache_bytes",
+    # audit.py, bug_zoo.py, checkers/nb13.py
+    "audit", "AuditReport", "AuditRow", "AUDIT_PROPERTIES", "BUG_ZOO", "Bug", "ZooAttention", "broken_attention",
+    "fixed_attention", "show_bug", "check_fix_inverted_mask", "check_fix_padding_heads", "check_fix_gpt_block",
 ]
 
 _publish(globals(), __all__, __name__)
