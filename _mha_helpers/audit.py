@@ -29,6 +29,7 @@ from torch import nn
 from .audit_probes import (
     _PROBES,
     _attr,
+    _batch_size,
     _first,
     _Inputs,
     _looks_causal,
@@ -236,10 +237,11 @@ class _Module:
         self.notes: list[str] = []
         self.torch_mha = isinstance(module, nn.MultiheadAttention)
         base = copy.deepcopy(module)
-        if self.torch_mha and base.dropout == 0.0:
-            base.train()  # its eval fast path returns NaN for a fully padded sequence (03 §5); dropout is 0 anyway
+        if self.torch_mha:
+            base.dropout = 0.0  # on audit's copy only
+            base.train()  # its eval fast path returns NaN for a fully padded sequence (03 §5)
             self.notes.append("nn.MultiheadAttention called as module(x, x, x, need_weights=False) in training mode "
-                              "(dropout=0): its eval fast path gives NaN for a fully padded sequence (03 §5)")
+                              "with dropout 0: its eval fast path gives NaN for a fully padded sequence (03 §5)")
             if not base.batch_first:
                 self.notes.append("batch_first=False: this module reads dim 0 of (batch, seq, d_model) as the sequence")
         else:
@@ -314,7 +316,7 @@ def audit(attention: Callable | nn.Module, *, causal: bool = False) -> AuditRepo
             d = _Inputs(t)
         except Exception as exc:
             call = "module(x)" if t.kind == "module" else "attention(query, key, value)"
-            shapes = (f"x of shape (batch, seq, d_model) = (3, 6, {t.d_model})" if t.kind == "module" else
+            shapes = (f"x of shape (batch, seq, d_model) = ({_batch_size(t)}, 6, {t.d_model})" if t.kind == "module" else
                       "query, key, value of shape (batch, heads, L, head_dim) = (2, 2, 5, 8)")
             raise ValueError(f"audit could not run {t.name}: {call} with {shapes} {_raised(exc)}. Run it yourself "
                              f"on such inputs and fix that first") from exc

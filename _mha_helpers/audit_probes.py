@@ -149,6 +149,12 @@ def _edited(t):
     return m, P
 
 
+def _batch_size(t) -> int:
+    """The batch of a module's inputs: as many sequences as heads (2..8), so that a (batch, 1, S) mask broadcasts
+    over (batch, heads, L, S) scores silently, as it does in the bug it exposes; else 3."""
+    return t.num_heads if t.num_heads and 2 <= t.num_heads <= 8 else 3
+
+
 class _Inputs:
     """The seeded inputs every probe starts from."""
 
@@ -161,7 +167,7 @@ class _Inputs:
             self.out = t(self.q, self.k, self.v)[0]
             self.what = f"query/key/value {self.shape}"
         else:
-            self.B = t.num_heads if t.num_heads and 2 <= t.num_heads <= 8 else 3
+            self.B = _batch_size(t)
             self.L = 6
             self.x = torch.randn(self.B, self.L, t.d_model, generator=g).to(t.dtype)
             self.out = t(self.x)[0]

@@ -309,7 +309,7 @@ BUG_ZOO: dict[str, Bug] = {b.name: b for b in (
         "nn.MultiheadAttention(d_model, num_heads)", "nn.MultiheadAttention(d_model, num_heads, batch_first=True)"),
     Bug("padding_row_nan", "softmax over a sequence of only padding", SelfAttentionJ, _SelfAttentionJFixed,
         "fully_masked_rows_finite", False, ("pytorch/pytorch#27968", "pytorch/pytorch#103963"),
-        "torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=-1).nan_to_num(0.0)"),
+        "torch.softmax(scores, dim=-1)\n", "torch.softmax(scores, dim=-1).nan_to_num(0.0)"),
     Bug("kv_cache_top_left", "is_causal=True while decoding with a KV cache", DecoderAttentionK,
         _DecoderAttentionKFixed, "cached_equals_full", True, ("pytorch/pytorch#108108",),
         "is_causal=True)", "attn_mask=torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)"),

@@ -1,0 +1,361 @@
+"""mh.audit names the property an attention implementation breaks: every bug of the zoo is flagged (and its fix
+passes), broken implementations the zoo does not hold are flagged with the right property, correct implementations
+(ours and PyTorch's) get zero failures, and bad inputs to audit itself get a message that names the problem."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mha_helpers as mh
+from _mha_helpers.audit import _ABOUT
+from _mha_helpers.audit_probes import _PROBES
+
+# ---- the zoo ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(mh.BUG_ZOO))
+def test_every_zoo_bug_is_flagged_and_its_fix_passes(name):
+    bug = mh.BUG_ZOO[name]
+    report = mh.audit(mh.broken_attention(name), causal=bug.causal)
+    assert bug.flags in report.failed, f"{name}: expected {bug.flags} in {report.failed}\n{report}"
+    fixed = mh.audit(mh.fixed_attention(name), causal=bug.causal)
+    assert fixed.failed == [], f"{name}: the fix still fails {fixed.failed}\n{fixed}"
+    assert fixed[bug.flags].status == "pass", f"{name}: the fix must be checked for {bug.flags}, not skipped"
+
+
+@pytest.mark.parametrize("name", list(mh.BUG_ZOO))
+def test_zoo_entries_are_complete(name):
+    bug = mh.BUG_ZOO[name]
+    assert bug.flags in mh.AUDIT_PROPERTIES
+    assert bug.cites and all("/" in c and "#" in c for c in bug.cites), "cite owner/repo#N"
+    assert bug.line in inspect.getsource(bug.broken), f"{name}: the broken line {bug.line!r} is not in its source"
+    assert bug.line not in inspect.getsource(bug.fixed), f"{name}: the fix still contains {bug.line!r}"
+
+
+def test_zoo_has_ten_bugs_and_a_gpt_style_module():
+    assert len(mh.BUG_ZOO) >= 10
+    gpt = mh.broken_attention("gpt_scale_by_n_embd")
+    assert hasattr(gpt, "c_attn") and hasattr(gpt, "c_proj") and hasattr(gpt, "n_head")
+
+
+def test_zoo_modules_have_fixed_weights_and_leave_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b = mh.broken_attention("repeat_not_interleave"), mh.fixed_attention("repeat_not_interleave")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+# ---- correct implementations: zero failures ------------------------------------------------------------------
+
+
+def _correct():
+    torch.manual_seed(0)
+    yield "mh.MultiHeadAttention(64, 4)", mh.MultiHeadAttention(64, 4), False
+    yield "mh.MultiHeadAttention(64, 4) causal", mh.MultiHeadAttention(64, 4), True
+    yield "mh.MultiHeadAttention(48, 3, bias=False)", mh.MultiHeadAttention(48, 3, bias=False), False
+    yield "nn.MultiheadAttention(64, 4)", nn.MultiheadAttention(64, 4, batch_first=True), False
+    yield "nn.MultiheadAttention(64, 4) causal", nn.MultiheadAttention(64, 4, batch_first=True), True
+    yield "nn.MultiheadAttention(32, 8, bias=False)", nn.MultiheadAttention(32, 8, bias=False, batch_first=True), False
+    yield "nn.MultiheadAttention eval", nn.MultiheadAttention(64, 4, batch_first=True, dropout=0.1).eval(), False
+    yield "F.scaled_dot_product_attention", F.scaled_dot_product_attention, False
+    yield "F.scaled_dot_product_attention causal", F.scaled_dot_product_attention, True
+    yield "mh.online_softmax_attention", mh.online_softmax_attention, False
+    yield "mh.online_softmax_attention causal", mh.online_softmax_attention, True
+    yield "mh.scaled_dot_product_attention", mh.scaled_dot_product_attention, False
+    yield "mh.scaled_dot_product_attention causal", mh.scaled_dot_product_attention, True
+    yield "mh.GroupedQuerySelfAttention(64, 4, 2)", mh.GroupedQuerySelfAttention(64, 4, 2), True
+    yield "mh.GroupedQuerySelfAttention(64, 4, 2) causal=False", mh.GroupedQuerySelfAttention(64, 4, 2), False
+    yield "mh.GroupedQuerySelfAttention(64, 8, 1)", mh.GroupedQuerySelfAttention(64, 8, 1), True
+    yield "mh.GroupedQuerySelfAttention(32, 4, 4)", mh.GroupedQuerySelfAttention(32, 4, 4), True
+
+
+CORRECT = list(_correct())
+
+
+@pytest.mark.parametrize(("label", "impl", "causal"), CORRECT, ids=[c[0] for c in CORRECT])
+def test_correct_implementations_have_zero_failures(label, impl, causal):
+    report = mh.audit(impl, causal=causal)
+    assert report.failed == [], f"false alarm on {label}:\n{report}"
+    assert report.ok
+    if isinstance(impl, nn.Module):
+        assert report.kind == "module"
+        for name in ("rows_sum_to_one", "batch_independent", "matches_reference", "heads_split_correctly",
+                     "scale_correct", "half_precision_safe"):
+            assert report[name].status == "pass", f"{label}: {name} should be checked\n{report}"
+    else:
+        assert report.kind == "function"
+        for name in ("rows_sum_to_one", "batch_independent", "matches_reference", "scale_correct"):
+            assert report[name].status == "pass", f"{label}: {name} should be checked\n{report}"
+    if isinstance(impl, mh.GroupedQuerySelfAttention):
+        assert report.causal and report["cached_equals_full"].status == "pass"
+    if isinstance(impl, (mh.MultiHeadAttention, nn.MultiheadAttention)) or impl is F.scaled_dot_product_attention:
+        assert report["mask_respected"].status == "pass"
+        assert report["fully_masked_rows_finite"].status == "pass"
+
+
+# ---- broken implementations the zoo does not hold ------------------------------------------------------------
+
+
+class _Heads(nn.Module):
+    def __init__(self, d_model=32, num_heads=4, num_kv_heads=None):
+        super().__init__()
+        self.d_model, self.num_heads = d_model, num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = d_model // num_heads
+        self.W_q = nn.Linear(d_model, d_model)
+        self.W_k = nn.Linear(d_model, self.num_kv_heads * self.head_dim)
+        self.W_v = nn.Linear(d_model, self.num_kv_heads * self.head_dim)
+        self.W_o = nn.Linear(d_model, d_model)
+
+    def heads(self, t, h):
+        B, L, _ = t.shape
+        return t.view(B, L, h, self.head_dim).transpose(1, 2)  # (B, L, h·hd) -> (B, h, L, hd)
+
+    def merge(self, t):
+        B, _, L, _ = t.shape
+        return t.transpose(1, 2).reshape(B, L, self.d_model)
+
+
+class KVRepeatedNotInterleaved(_Heads):
+    def __init__(self):
+        super().__init__(32, 4, 2)
+
+    def forward(self, x):
+        q = self.heads(self.W_q(x), 4)
+        k, v = (self.heads(W(x), 2).repeat(1, 2, 1, 1) for W in (self.W_k, self.W_v))  # should be repeat_interleave
+        return self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v)))
+
+
+class NoOutputProjection(_Heads):
+    def forward(self, x):
+        q, k, v = (self.heads(W(x), self.num_heads) for W in (self.W_q, self.W_k, self.W_v))
+        return self.merge(F.scaled_dot_product_attention(q, k, v))  # W_o forgotten
+
+
+class NoScale(_Heads):
+    def forward(self, x):
+        q, k, v = (self.heads(W(x), self.num_heads) for W in (self.W_q, self.W_k, self.W_v))
+        return self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v, scale=1.0)))
+
+
+class MixesTheBatch(_Heads):
+    def forward(self, x):
+        q, k, v = (self.heads(W(x), self.num_heads) for W in (self.W_q, self.W_k, self.W_v))
+        out = self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v)))
+        return out + 0.1 * out.mean(dim=0, keepdim=True)  # a "batch norm" inside attention
+
+
+class MergeWithoutTranspose(_Heads):
+    def forward(self, x):
+        B, L, _ = x.shape
+        q, k, v = (self.heads(W(x), self.num_heads) for W in (self.W_q, self.W_k, self.W_v))
+        heads = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, hd)
+        return self.W_o(heads.reshape(B, L, self.d_model))  # transpose(1, 2) forgotten
+
+
+class CausalOffByOne(_Heads):
+    def forward(self, x):
+        L = x.shape[1]
+        q, k, v = (self.heads(W(x), self.num_heads) for W in (self.W_q, self.W_k, self.W_v))
+        mask = torch.ones(L, L, dtype=torch.bool).tril(diagonal=1)  # sees the next token too
+        return self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
+
+
+def ignores_the_mask(query, key, value, attn_mask=None):
+    return F.scaled_dot_product_attention(query, key, value)
+
+
+def causal_off_by_one(query, key, value, is_causal=False):
+    L, S = query.shape[-2], key.shape[-2]
+    mask = torch.ones(L, S, dtype=torch.bool).tril(diagonal=1) if is_causal else None
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+
+
+def adds_a_position_bias(query, key, value, attn_mask=None):
+    L, S = query.shape[-2], key.shape[-2]
+    bias = -0.5 * (torch.arange(L)[:, None] - torch.arange(S)[None, :]).abs().to(query.dtype)  # ALiBi-like
+    if attn_mask is not None:
+        bias = bias.masked_fill(~attn_mask, float("-inf"))
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+
+
+def float32_min_fill(query, key, value, attn_mask=None):
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, torch.finfo(torch.float32).min)  # too big for float16
+    return torch.softmax(scores, dim=-1) @ value
+
+
+def softmax_over_heads(query, key, value, attn_mask=None):
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return torch.softmax(scores, dim=1).nan_to_num(0.0) @ value
+
+
+def scale_by_head_dim(query, key, value, attn_mask=None):
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, scale=1.0 / query.shape[-1])
+
+
+def _module(cls):
+    torch.manual_seed(1)
+    return cls()
+
+
+NOT_IN_ZOO = [
+    ("kv heads repeated, not interleaved", lambda: _module(KVRepeatedNotInterleaved), True, "heads_split_correctly"),
+    ("no W_o", lambda: _module(NoOutputProjection), False, "matches_reference"),
+    ("no scale", lambda: _module(NoScale), False, "scale_correct"),
+    ("mean over the batch", lambda: _module(MixesTheBatch), False, "batch_independent"),
+    ("merge without transpose", lambda: _module(MergeWithoutTranspose), False, "heads_split_correctly"),
+    ("module causal off by one", lambda: _module(CausalOffByOne), True, "causal"),
+    ("mask ignored", lambda: ignores_the_mask, False, "mask_respected"),
+    ("function causal off by one", lambda: causal_off_by_one, True, "causal"),
+    ("position bias", lambda: adds_a_position_bias, False, "permutation_equivariant"),
+    ("float32 min in float16", lambda: float32_min_fill, False, "half_precision_safe"),
+    ("softmax over the heads", lambda: softmax_over_heads, False, "heads_split_correctly"),
+    ("scale 1/head_dim", lambda: scale_by_head_dim, False, "scale_correct"),
+]
+
+
+@pytest.mark.parametrize(("label", "build", "causal", "prop"), NOT_IN_ZOO, ids=[c[0] for c in NOT_IN_ZOO])
+def test_broken_implementations_outside_the_zoo_are_flagged(label, build, causal, prop):
+    report = mh.audit(build(), causal=causal)
+    assert prop in report.failed, f"{label}: expected {prop} in {report.failed}\n{report}"
+
+
+def test_scale_evidence_names_the_wrong_scale():
+    report = mh.audit(mh.broken_attention("gpt_scale_by_n_embd"), causal=True)
+    assert "1/√32 (d_model)" in report["scale_correct"].evidence
+    assert "1 (no scale)" in mh.audit(_module(NoScale))["scale_correct"].evidence
+
+
+# ---- bad inputs to audit itself ----------------------------------------------------------------------------
+
+
+def test_not_callable():
+    with pytest.raises(TypeError, match="attention must be a function .* or an nn.Module, got int"):
+        mh.audit(42)
+
+
+def test_a_class_instead_of_an_instance():
+    with pytest.raises(TypeError, match=r"got the class MultiHeadAttention.*MultiHeadAttention\(64, 4\)"):
+        mh.audit(mh.MultiHeadAttention)
+
+
+def test_causal_must_be_a_bool():
+    with pytest.raises(TypeError, match="causal must be True or False"):
+        mh.audit(F.scaled_dot_product_attention, causal="yes")
+
+
+def test_wrong_signature():
+    with pytest.raises(TypeError, match=r"must take \(query, key, value.*signature \(x\)"):
+        mh.audit(lambda x: x)
+
+
+def test_causal_needs_is_causal():
+    with pytest.raises(TypeError, match="causal=True needs attention to accept is_causal"):
+        mh.audit(ignores_the_mask, causal=True)
+
+
+def test_an_implementation_that_raises():
+    def broken(query, key, value, attn_mask=None):
+        raise RuntimeError("shapes do not match")
+
+    with pytest.raises(ValueError, match="audit could not run .*broken: .*raised RuntimeError: shapes do not match"):
+        mh.audit(broken)
+
+
+def test_a_module_that_raises_names_the_input():
+    class Fails(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.d_model = 16
+            self.proj = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.proj(x.transpose(0, 2))
+
+    with pytest.raises(ValueError, match=r"module\(x\) with x of shape \(batch, seq, d_model\).*raised RuntimeError"):
+        mh.audit(Fails())
+
+
+@pytest.mark.parametrize(("result", "message"), [
+    (lambda q, k, v: None, "returned NoneType"),
+    (lambda q, k, v: q[..., :1], "returned shape"),
+    (lambda q, k, v: (), "empty tuple"),
+])
+def test_wrong_return(result, message):
+    with pytest.raises(ValueError, match=message):
+        mh.audit(result)
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+
+
+def test_report_shows_as_a_table_and_as_text():
+    report = mh.audit(mh.broken_attention("inverted_mask"))
+    text = repr(report)
+    assert text == str(report)
+    assert "❌ mask_respected" in text and "✅ rows_sum_to_one" in text and "read: 03 §4" in text
+    page = report._repr_html_()
+    assert page.count("<tr>") == len(mh.AUDIT_PROPERTIES) + 1 and "usual cause" in page
+    with pytest.raises(KeyError, match="not an audit property"):
+        report["rows"]
+
+
+def test_the_property_set_is_fixed():
+    assert list(_PROBES) == list(mh.AUDIT_PROPERTIES) == list(_ABOUT)
+    report = mh.audit(F.scaled_dot_product_attention)
+    assert [r.property for r in report.rows] == list(mh.AUDIT_PROPERTIES)
+    assert sorted(report.failed + report.passed + report.not_applicable) == sorted(mh.AUDIT_PROPERTIES)
+    assert report.not_applicable == ["causal", "cached_equals_full"]
+
+
+def test_audit_leaves_the_module_as_it_was():
+    torch.manual_seed(3)
+    m = mh.MultiHeadAttention(32, 4).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    mh.audit(m)
+    assert m.training and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert torch.equal(torch.random.get_rng_state(), rng)
+
+
+def test_evidence_is_the_same_at_one_and_two_threads():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [repr(mh.audit(mh.broken_attention(n), causal=b.causal)) for n, b in mh.BUG_ZOO.items()]
+        torch.set_num_threads(2)
+        two = [repr(mh.audit(mh.broken_attention(n), causal=b.causal)) for n, b in mh.BUG_ZOO.items()]
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two
+
+
+def test_a_causal_module_audited_without_causal_is_recognised():
+    report = mh.audit(mh.GroupedQuerySelfAttention(32, 4, 2))
+    assert report.causal and any("the module is causal" in n for n in report.notes)
+    assert report["permutation_equivariant"].status == "n/a"
+
+
+def test_modules_without_masks_or_known_weights_get_not_applicable_rows():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.inner(x, x, x)
+
+    report = mh.audit(Plain())
+    assert report.failed == []
+    for name in ("mask_respected", "fully_masked_rows_finite", "matches_reference", "scale_correct"):
+        assert report[name].status == "n/a"
