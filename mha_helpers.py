@@ -29,6 +29,8 @@ notebook                   file               names the notebook uses
                                               EXPLORER_MAX_TOKENS
                            checkers/nb06.py   check_head_dims, check_head_entropy, check_previous_token_share
 07 MHA in Transformers     transformer.py     TransformerBlock, toy_batch
+                           vision.py          toy_image, patchify, positions_2d, PatchEmbedding,
+                                              plot_patch_tokens, plot_patch_attention
                            checkers/nb07.py   check_pre_norm_sublayer, check_causal_padding_mask
 08 what heads learn        lookup.py          LOOKUP_PATTERNS, IGNORE_INDEX, lookup_letters, two_lookup_targets,
                                               make_two_lookup_batch, TinyLookupModel, heads_switched_off,
@@ -101,6 +103,9 @@ from _mha_helpers.lookup import (
 )
 from _mha_helpers.mha import MultiHeadAttention
 from _mha_helpers.transformer import TransformerBlock, toy_batch
+from _mha_helpers.vision import (
+    PatchEmbedding, patchify, plot_patch_attention, plot_patch_tokens, positions_2d, toy_image,
+)
 
 __all__ = [
     # common.py, figures.py
@@ -114,6 +119,8 @@ __all__ = [
     "previous_token_share", "HeadExplorer", "head_explorer", "plot_head_explorer",
     # transformer.py
     "TransformerBlock", "toy_batch",
+    # vision.py
+    "toy_image", "patchify", "positions_2d", "PatchEmbedding", "plot_patch_tokens", "plot_patch_attention",
     # lookup.py
     "LOOKUP_PATTERNS", "IGNORE_INDEX", "lookup_letters", "two_lookup_targets", "make_two_lookup_batch",
     "TinyLookupModel", "heads_switched_off", "train_lookup_model", "lookup_test_set", "lookup_accuracy",
