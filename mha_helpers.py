@@ -36,7 +36,8 @@ notebook                   file               names the notebook uses
                                               make_two_lookup_batch, TinyLookupModel, heads_switched_off,
                                               train_lookup_model, lookup_test_set, lookup_accuracy,
                                               lookup_attention, attention_shares, ablation_table,
-                                              head_count_sweep, sweep_summary, plot_lookup_heads, plot_head_sweep
+                                              head_count_sweep, sweep_summary, plot_lookup_heads, plot_head_sweep,
+                                              steps_to_solve
                            checkers/nb08.py   check_lookup_targets, check_previous_share, check_switch_off_head
 09 what heads cost         cost.py            attention_flops, count_matmul_flops, attention_map_bytes,
                                               median_seconds, sdpa_kernel_used, MEMORY_METHODS,
@@ -50,9 +51,16 @@ notebook                   file               names the notebook uses
                                               decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax,
                                               MaskEditor, mask_editor, plot_mask_editor
                            checkers/nb10.py   check_bottom_right_mask, check_cached_attention
+11 attention variants      variants.py        rope, rope_frequencies, alibi_slopes, alibi_bias, sliding_window_mask,
+                                              sliding_window_attention, LatentCache, MultiHeadLatentAttention,
+                                              latent_cache_bytes_per_token, variant_costs, VariantCostMeter,
+                                              variant_cost_meter, plot_variant_cost_meter
+                           checkers/nb11.py   check_rope, check_alibi_slopes, check_sliding_window_mask,
+                                              check_latent_cache_bytes
 13 bug hunt                audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in audit_probes.py)
-                           bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug
-                           checkers/nb13.py   check_fix_inverted_mask, check_fix_padding_heads, check_fix_gpt_block
+                           bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug,
+                                              zoo_table, ZooTable
+                           checkers/nb13.py   check_fix_fill_value, check_fix_padding_heads, check_fix_gpt_block
 every checker              checkers/core.py   exercise_checker, CheckResult
 =========================  =================  ====================================================================
 
@@ -65,7 +73,9 @@ says otherwise.
 from _mha_helpers import publish as _publish
 from _mha_helpers.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
 from _mha_helpers.audit import AUDIT_PROPERTIES, AuditReport, AuditRow, audit
-from _mha_helpers.bug_zoo import BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug
+from _mha_helpers.bug_zoo import (
+    BUG_ZOO, Bug, ZooAttention, ZooTable, broken_attention, fixed_attention, show_bug, zoo_table,
+)
 from _mha_helpers.checkers.core import CheckResult, exercise_checker
 from _mha_helpers.checkers.nb01 import check_project_qkv, check_soft_lookup
 from _mha_helpers.checkers.nb02 import check_attention, check_softmax
@@ -77,7 +87,10 @@ from _mha_helpers.checkers.nb07 import check_causal_padding_mask, check_pre_norm
 from _mha_helpers.checkers.nb08 import check_lookup_targets, check_previous_share, check_switch_off_head
 from _mha_helpers.checkers.nb09 import check_kv_cache_bytes, check_online_softmax
 from _mha_helpers.checkers.nb10 import check_bottom_right_mask, check_cached_attention
-from _mha_helpers.checkers.nb13 import check_fix_gpt_block, check_fix_inverted_mask, check_fix_padding_heads
+from _mha_helpers.checkers.nb11 import (
+    check_alibi_slopes, check_latent_cache_bytes, check_rope, check_sliding_window_mask,
+)
+from _mha_helpers.checkers.nb13 import check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
 from _mha_helpers.cost import (
     MEMORY_METHODS, attention_flops, attention_map_bytes, count_matmul_flops, measure_peak_memory, median_seconds,
@@ -99,10 +112,15 @@ from _mha_helpers.inference import (
 from _mha_helpers.lookup import (
     IGNORE_INDEX, LOOKUP_PATTERNS, TinyLookupModel, ablation_table, attention_shares, head_count_sweep,
     heads_switched_off, lookup_accuracy, lookup_attention, lookup_letters, lookup_test_set, make_two_lookup_batch,
-    plot_head_sweep, plot_lookup_heads, sweep_summary, train_lookup_model, two_lookup_targets,
+    plot_head_sweep, plot_lookup_heads, steps_to_solve, sweep_summary, train_lookup_model, two_lookup_targets,
 )
 from _mha_helpers.mha import MultiHeadAttention
 from _mha_helpers.transformer import TransformerBlock, toy_batch
+from _mha_helpers.variants import (
+    LatentCache, MultiHeadLatentAttention, VariantCostMeter, alibi_bias, alibi_slopes, latent_cache_bytes_per_token,
+    plot_variant_cost_meter, rope, rope_frequencies, sliding_window_attention, sliding_window_mask,
+    variant_cost_meter, variant_costs,
+)
 from _mha_helpers.vision import (
     PatchEmbedding, patchify, plot_patch_attention, plot_patch_tokens, positions_2d, toy_image,
 )
@@ -125,7 +143,7 @@ __all__ = [
     "LOOKUP_PATTERNS", "IGNORE_INDEX", "lookup_letters", "two_lookup_targets", "make_two_lookup_batch",
     "TinyLookupModel", "heads_switched_off", "train_lookup_model", "lookup_test_set", "lookup_accuracy",
     "lookup_attention", "attention_shares", "ablation_table", "head_count_sweep", "sweep_summary",
-    "plot_lookup_heads", "plot_head_sweep",
+    "plot_lookup_heads", "plot_head_sweep", "steps_to_solve",
     # cost.py, efficient.py
     "attention_flops", "count_matmul_flops", "attention_map_bytes", "median_seconds", "sdpa_kernel_used",
     "MEMORY_METHODS", "measure_peak_memory", "online_softmax_attention", "online_softmax_steps",
@@ -135,6 +153,11 @@ __all__ = [
     "run_with_cache", "query_positions_seen", "plot_causal_alignment", "decode_cost", "mask_forms",
     "fully_masked_rows", "naive_masked_softmax", "MaskEditor", "mask_editor", "plot_mask_editor",
     "check_bottom_right_mask", "check_cached_attention",
+    # variants.py, checkers/nb11.py
+    "rope", "rope_frequencies", "alibi_slopes", "alibi_bias", "sliding_window_mask", "sliding_window_attention",
+    "LatentCache", "MultiHeadLatentAttention", "latent_cache_bytes_per_token", "variant_costs", "VariantCostMeter",
+    "variant_cost_meter", "plot_variant_cost_meter",
+    "check_rope", "check_alibi_slopes", "check_sliding_window_mask", "check_latent_cache_bytes",
     # checkers/
     "exercise_checker", "CheckResult",
     "check_project_qkv", "check_soft_lookup", "check_softmax", "check_attention", "check_causal_mask",
@@ -144,7 +167,8 @@ __all__ = [
     "check_switch_off_head", "check_online_softmax", "check_kv_cache_bytes",
     # audit.py, bug_zoo.py, checkers/nb13.py
     "audit", "AuditReport", "AuditRow", "AUDIT_PROPERTIES", "BUG_ZOO", "Bug", "ZooAttention", "broken_attention",
-    "fixed_attention", "show_bug", "check_fix_inverted_mask", "check_fix_padding_heads", "check_fix_gpt_block",
+    "fixed_attention", "show_bug", "zoo_table", "ZooTable", "check_fix_fill_value", "check_fix_padding_heads",
+    "check_fix_gpt_block",
 ]
 
 _publish(globals(), __all__, __name__)

@@ -67,7 +67,7 @@ _ABOUT: dict[str, tuple[str, str, str]] = {
         "blocked or padded keys get no weight: changing their values changes nothing",
         "boolean mask inverted (SDPA: True = may attend; nn.MultiheadAttention: True = blocked), a padding mask "
         "expanded with repeat instead of repeat_interleave, or a (batch, 1, S) mask on (batch, heads, L, S) scores",
-        "03 §4 Two conventions: True means opposite things"),
+        "03 §3 The padding mask, §4 Two conventions: True means opposite things"),
     "fully_masked_rows_finite": (
         "a query whose keys are all masked gets a finite output (no NaN)",
         "softmax over a row of only -inf is 0/0 = NaN",

@@ -498,7 +498,7 @@ def _scale_correct(t, d):
     if not all(abs(s - med) <= 0.02 * abs(med) + 1e-6 for s in found):
         raise _NotApplicable("the weights are not softmax(s · q·k) over the keys for any one scale s (see the rows above)")
     want = 1 / math.sqrt(hd)
-    what = f"one-hot values so that the outputs are the weights; log(w_ij / w_i0) / (q_i·k_j − q_i·k_0) over {len(found)} pairs"
+    what = "one-hot values so that the outputs are the weights; scale = log(w_ij / w_i0) / (q_i·k_j − q_i·k_0)"
     if abs(med - want) <= 0.01 * want:
         return "pass", f"{what}: scale {_g(med)} = 1/√{hd} (head_dim)"
     guesses = {"1 (no scale)": 1.0, f"1/{hd} (head_dim)": 1 / hd}

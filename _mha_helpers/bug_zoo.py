@@ -273,6 +273,13 @@ class Bug:
     cites: tuple[str, ...]
     line: str  # the broken line, as it reads in the source
     fix: str  # the same line, fixed
+    read: str = ""  # the section that explains this bug, when it is not the property's own
+
+    @property
+    def section(self) -> str:
+        from .audit import _ABOUT
+
+        return self.read or _ABOUT[self.flags][2]
 
     @property
     def kind(self) -> str:
@@ -300,10 +307,12 @@ BUG_ZOO: dict[str, Bug] = {b.name: b for b in (
         ".view(B, self.num_heads, L, self.head_dim)", ".view(B, L, self.num_heads, self.head_dim).transpose(1, 2)"),
     Bug("repeat_not_interleave", "a padding mask tiled over the heads", SelfAttentionG, _SelfAttentionGFixed,
         "mask_respected", False, ("ArrowLuo/CLIP4Clip#22", "line/lighthouse#77"),
-        ".repeat(H, 1)", "key_padding_mask.repeat_interleave(H, dim=0)"),
+        ".repeat(H, 1)", "key_padding_mask.repeat_interleave(H, dim=0)",
+        "03 §3 The padding mask: a batch of sentences of different lengths"),
     Bug("mask_missing_head_dim", "a (batch, 1, S) mask on (batch, heads, L, S) scores", SelfAttentionH,
         _SelfAttentionHFixed, "mask_respected", False, ("hyunwoongko/transformer#32", "jwohlwend/boltz#226"),
-        "key_padding_mask[:, None, :]", "~key_padding_mask[:, None, None, :]  # (B, 1, 1, S)"),
+        "key_padding_mask[:, None, :]", "~key_padding_mask[:, None, None, :]  # (B, 1, 1, S)",
+        "03 §3 The padding mask: a batch of sentences of different lengths"),
     Bug("batch_first_swapped", "nn.MultiheadAttention fed (batch, seq, d_model)", SelfAttentionI,
         _SelfAttentionIFixed, "batch_independent", False, ("om-ai-lab/OmDet#19", "kyegomez/movie-gen#8"),
         "nn.MultiheadAttention(d_model, num_heads)", "nn.MultiheadAttention(d_model, num_heads, batch_first=True)"),
@@ -312,7 +321,8 @@ BUG_ZOO: dict[str, Bug] = {b.name: b for b in (
         "torch.softmax(scores, dim=-1)\n", "torch.softmax(scores, dim=-1).nan_to_num(0.0)"),
     Bug("kv_cache_top_left", "is_causal=True while decoding with a KV cache", DecoderAttentionK,
         _DecoderAttentionKFixed, "cached_equals_full", True, ("pytorch/pytorch#108108",),
-        "is_causal=True)", "attn_mask=torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)"),
+        "is_causal=True)", "attn_mask=torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)",
+        "10 §2 Which keys may the new queries see? Top-left vs bottom-right"),
     Bug("gpt_scale_by_n_embd", "a GPT-style block scaled by √n_embd", CausalSelfAttention,
         _CausalSelfAttentionFixed, "scale_correct", True, ("karpathy/ng-video-lecture#6", "juho-lee/set_transformer#18"),
         "math.sqrt(C)", "(1.0 / math.sqrt(k.size(-1)))  # the head size"),
@@ -350,3 +360,39 @@ def show_bug(name: str) -> None:
     bug = _get(name)
     source = textwrap.dedent(inspect.getsource(bug.broken)).rstrip().splitlines()
     print("\n".join(f"{i:2d} | {line}" for i, line in enumerate(source, 1)))
+
+
+class ZooTable:
+    """The zoo at a glance, audited live: bug, what it is, what ``audit`` flagged, the section to reread, the reports."""
+
+    def __init__(self) -> None:
+        from .audit import audit
+
+        self.rows = []
+        for bug in BUG_ZOO.values():
+            flagged = audit(broken_attention(bug.name), causal=bug.causal).failed
+            clean = not audit(fixed_attention(bug.name), causal=bug.causal).failed
+            others = [p for p in flagged if p != bug.flags]
+            self.rows.append((bug.name, bug.title, bug.flags if bug.flags in flagged else "NOT FLAGGED",
+                              ", ".join(others), "yes" if clean else "NO", bug.section, ", ".join(bug.cites)))
+
+    _HEAD = ("bug", "what it is", "audit flags", "also failing", "fix passes", "read", "reported in")
+
+    def __repr__(self) -> str:
+        widths = [max(len(str(r[i])) for r in [self._HEAD, *self.rows]) for i in range(5)]
+        line = lambda r: "  ".join(f"{str(c):<{w}}" for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]  # noqa: E731
+        return "\n".join([line(self._HEAD), *(line(r) for r in self.rows)])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        def cells(r, tag):
+            return "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in r)
+
+        return ("<table><tr>" + cells(self._HEAD, "th") + "</tr>"
+                + "".join("<tr>" + cells(r, "td") + "</tr>" for r in self.rows) + "</table>")
+
+
+def zoo_table() -> ZooTable:
+    """Audit every bug of the zoo and its fix; returns a table (HTML in a notebook, text when printed)."""
+    return ZooTable()

@@ -39,10 +39,10 @@ def _audit_hint(implementation: object, must_pass: tuple[str, ...], causal: bool
     return None
 
 
-@exercise_checker("Exercise 13.1: fix the inverted mask")
-def check_fix_inverted_mask(fn: Callable) -> str | None:
-    """Check a fixed ``attention_a(query, key, value, attn_mask=None)``: audit passes, mask_respected included."""
-    return _audit_hint(fn, ("mask_respected", "rows_sum_to_one", "fully_masked_rows_finite"), False, "function")
+@exercise_checker("Exercise 13.1: fix the -1e10 fill")
+def check_fix_fill_value(fn: Callable) -> str | None:
+    """Check a fixed ``attention_c(query, key, value, attn_mask=None)``: audit passes, half_precision_safe included."""
+    return _audit_hint(fn, ("half_precision_safe", "mask_respected", "fully_masked_rows_finite"), False, "function")
 
 
 @exercise_checker("Exercise 13.2: fix the padding mask over the heads")
