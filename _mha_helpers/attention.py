@@ -10,7 +10,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import _check_bool, _check_divisible, _check_float_tensor, _check_mask_dtype, _check_positive_int
+from .common import (
+    _check_bool,
+    _check_divisible,
+    _check_float_tensor,
+    _check_mask_dtype,
+    _check_positive_int,
+    _materialize_causal_bias,
+)
 
 
 def _check_qkv(query: object, key: object, value: object) -> None:
@@ -70,7 +77,10 @@ def scaled_dot_product_attention(
     Mask conventions are also F.scaled_dot_product_attention's: a **boolean** ``attn_mask`` is True where a query
     MAY attend (the opposite of ``nn.MultiheadAttention``!); a **float** mask is added to the scores. It broadcasts
     to ``(..., L, S)``. ``is_causal=True`` lets query ``i`` see keys ``0..i`` (top-left aligned when L != S), and may
-    not be combined with ``attn_mask``. ``scale`` defaults to ``1/√d_k``.
+    not be combined with ``attn_mask``. ``scale`` defaults to ``1/√d_k``. A ``CausalBias`` from
+    ``torch.nn.attention.bias.causal_upper_left/causal_lower_right`` is accepted as PyTorch accepts it (as the
+    boolean mask it stands for). float16/bfloat16 inputs are computed in float32 and returned in their own dtype,
+    as PyTorch's CPU kernels do: ``q @ kᵀ`` in half precision overflows (65504) long before the scale would help.
 
     A query row whose keys are all masked gets all-zero weights and a zero output, as F.scaled_dot_product_attention
     gives in torch 2.13 (a plain softmax over only ``-inf`` gives NaN). ``dropout_p`` drops weights after the
@@ -101,6 +111,10 @@ def scaled_dot_product_attention(
 
     L, S, d_k = query.shape[-2], key.shape[-2], query.shape[-1]
     scale = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
+    attn_mask = _materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
+    dtype = query.dtype  # half precision is computed in float32 (see the docstring), then converted back
+    if dtype in (torch.float16, torch.bfloat16):
+        query, key, value = query.float(), key.float(), value.float()
 
     scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, d_k) @ (..., d_k, S) -> (..., L, S)
 
@@ -134,7 +148,7 @@ def scaled_dot_product_attention(
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     output = weights @ value  # (..., L, S) @ (..., S, d_v) -> (..., L, d_v)
-    return output, weights
+    return output.to(dtype), weights.to(dtype)
 
 
 def causal_mask(

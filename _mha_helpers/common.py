@@ -62,6 +62,35 @@ def _check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int, got {name}={value}")
 
 
+def _check_int(name: str, value: object, minimum: int = 0) -> None:
+    """Raise a TypeError/ValueError naming ``name`` unless ``value`` is an int >= ``minimum`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value}")
+
+
+def _check_callable(name: str, fn: object, example: str = "lambda: model(x)") -> None:
+    if not callable(fn):
+        raise TypeError(f"{name} must be a function to call, e.g. {example}, got {type(fn).__name__}")
+
+
+def _check_tokens(name: str, tokens: object, allow_empty: bool = False) -> None:
+    """``tokens`` must be a list (or tuple) of strings, e.g. ``["the", "cat"]``; a single string is refused."""
+    if isinstance(tokens, (str, bytes)):
+        raise TypeError(f"{name} must be a list of strings, e.g. {tokens.split()!r}, got the single string {tokens!r}")
+    if not isinstance(tokens, Sequence) or not all(isinstance(t, str) for t in tokens):
+        shown = type(tokens).__name__ if not isinstance(tokens, Sequence) else repr(list(tokens))[:80]
+        raise TypeError(f"{name} must be a list of strings, e.g. ['the', 'cat'], got {shown}")
+    if not allow_empty and len(tokens) == 0:
+        raise ValueError(f"{name} is empty: pass at least one string, e.g. ['the', 'cat']")
+
+
+def _plain_labels(tokens: Sequence[str]) -> list[str]:
+    """Tokens as matplotlib labels drawn literally: a ``$`` would start mathtext ("$x" even crashes the drawing)."""
+    return [str(t).replace("$", r"\$") for t in tokens]
+
+
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
@@ -95,8 +124,61 @@ def _check_float_tensor(
     return x
 
 
+def _check_like_parameters(name: str, x: torch.Tensor, parameter: torch.Tensor, module: str) -> None:
+    """``x`` must have the dtype and the device of the parameters of ``module`` (a word such as "block", "layer");
+    torch's own error names neither the argument nor the fix."""
+    if x.dtype != parameter.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the {module}'s parameters are {parameter.dtype}; convert one of them, "
+            f"e.g. {name}.to({parameter.dtype}) or {module}.to({x.dtype})"
+        )
+    if x.device != parameter.device:
+        raise ValueError(
+            f"{name} is on {x.device} but the {module}'s parameters are on {parameter.device}; move one of them, "
+            f"e.g. {name}.to('{parameter.device}')"
+        )
+
+
+def _is_causal_bias(mask: object) -> bool:
+    """Is ``mask`` a ``torch.nn.attention.bias.CausalBias`` (from ``causal_upper_left`` / ``causal_lower_right``)?"""
+    try:
+        from torch.nn.attention.bias import CausalBias
+    except ImportError:  # a torch without it cannot have made one
+        return False
+    return isinstance(mask, CausalBias)
+
+
+def _materialize_causal_bias(
+    name: str, mask: object, L: int, S: int, device: torch.device, is_causal: bool = False
+) -> object:
+    """A ``CausalBias`` -> its ``(L, S)`` boolean tensor, True = may attend; any other ``mask`` is returned unchanged.
+
+    A CausalBias is a torch.Tensor only in name: its own storage is uninitialised memory of a meaningless shape, and
+    PyTorch's SDPA reads only its variant and sizes. So it must be turned into a real mask before any tensor maths.
+    """
+    if not _is_causal_bias(mask):
+        return mask
+    if is_causal:
+        raise ValueError(
+            f"{name} is a CausalBias, which already is a causal mask: pass it with is_causal=False (as "
+            f"F.scaled_dot_product_attention demands), or pass is_causal=True and no {name}"
+        )
+    if (mask.seq_len_q, mask.seq_len_kv) != (L, S):
+        raise ValueError(
+            f"{name} is a CausalBias for (L, S) = ({mask.seq_len_q}, {mask.seq_len_kv}) queries and keys, but the "
+            f"inputs have L={L} queries and S={S} keys; build it with causal_upper_left({L}, {S}) or "
+            f"causal_lower_right({L}, {S})"
+        )
+    return mask._materialize(device)  # (L, S) bool, True = may attend
+
+
 def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype) -> None:
     """A mask is boolean or floating point (added to the scores); integers are ambiguous and refused."""
+    if _is_causal_bias(mask):  # a caller that does not materialise it would read uninitialised memory
+        raise TypeError(
+            f"{name} is a torch.nn.attention.bias.CausalBias, which this function does not read; pass "
+            f"is_causal=True (upper-left aligned) or the boolean mask {name}._materialize(device) instead"
+        )
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (bool or float), got {type(mask).__name__}")
     if mask.dtype == torch.bool:
@@ -137,9 +219,10 @@ def toy_embeddings(
     sentence), scaled to unit variance per entry; ``positions=True`` adds the sinusoidal position encodings,
     so the two "the"s of the default sentence differ.
     """
-    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens) or len(tokens) == 0:
-        raise TypeError(f"tokens must be a non-empty list of strings, got {tokens!r}")
+    _check_tokens("tokens", tokens)
     _check_positive_int("d_model", d_model)
+    _check_int("seed", seed, minimum=0)
+    _check_bool("positions", positions)
     rows = []
     for token in tokens:
         # A generator seeded by a hash of the word's bytes (and the seed): stable across sentences, runs and machines,

@@ -15,8 +15,10 @@ from .common import (
     _check_bool,
     _check_divisible,
     _check_float_tensor,
+    _check_like_parameters,
     _check_mask_dtype,
     _check_positive_int,
+    _materialize_causal_bias,
     valid_head_counts,
 )
 
@@ -230,8 +232,12 @@ def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block
     for name, value in (("seq_len", seq_len), ("key_len", key_len), ("block_size", block_size),
                         ("query_block_size", query_block_size)):
         _check_positive_int(name, value)
+    _check_bool("is_causal", is_causal)
     rows = math.ceil(seq_len / query_block_size)
     cols = math.ceil(key_len / block_size)
+    if rows > 64 or cols > 64:  # a larger grid is unreadable, and drawing its tiles one by one takes minutes
+        raise ValueError(f"the schedule has {rows} x {cols} tiles; plot_block_schedule draws at most 64 x 64: "
+                         f"use larger blocks (block_size, query_block_size) or a shorter seq_len/key_len")
     kind = torch.zeros(rows, cols)  # 0 skipped, 1 masked, 2 computed whole
     for r in range(rows):
         i0, i1 = r * query_block_size, min((r + 1) * query_block_size, seq_len)
@@ -262,6 +268,11 @@ def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block
 
 
 def _check_gqa_heads(num_heads: int, num_kv_heads: int) -> None:
+    if num_kv_heads < 1 or num_heads < 1:
+        raise ValueError(
+            f"need at least one query head and one K/V head, got num_heads={num_heads} and "
+            f"num_kv_heads={num_kv_heads} (dim 1 of query and of key/value)"
+        )
     if num_heads % num_kv_heads != 0:
         counts = ", ".join(str(h) for h in valid_head_counts(num_heads))
         raise ValueError(
@@ -287,7 +298,8 @@ def grouped_query_attention(
     group are stacked along the sequence axis and attend to their shared K/V head in one call.
 
     ``attn_mask``: an ``(L, S)`` mask in F.scaled_dot_product_attention's convention (bool True = may attend, or
-    float added to the scores); ``is_causal`` is top-left aligned as there; pass one of them at most.
+    float added to the scores; a ``CausalBias`` from ``torch.nn.attention.bias`` too); ``is_causal`` is top-left
+    aligned as there; pass one of them at most. ``scale`` defaults to 1/√head_dim.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
         _check_float_tensor(name, t, ranks=(4,))
@@ -299,6 +311,11 @@ def grouped_query_attention(
             f"key/value must be (batch, num_kv_heads, S, head_dim) = ({batch}, num_kv_heads, S, {head_dim}) to match "
             f"query {tuple(query.shape)}, got {tuple(key.shape)}"
         )
+    _check_qkv(query, key, value)  # one dtype, one device
+    _check_scale(scale)
+    for name, t in (("query", query), ("key", key)):
+        if 0 in t.shape[2:]:
+            raise ValueError(f"{name} has an empty dim (shape {tuple(t.shape)}): seq and head_dim must be at least 1")
     num_kv_heads, S = key.shape[1], key.shape[2]
     _check_gqa_heads(num_heads, num_kv_heads)
     _check_bool("is_causal", is_causal)
@@ -306,8 +323,12 @@ def grouped_query_attention(
         raise ValueError("pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention)")
     if is_causal:
         attn_mask = causal_mask(L, S, device=query.device)  # (L, S), True = may attend
+    attn_mask = _materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
     if attn_mask is not None:
         _check_mask_dtype("attn_mask", attn_mask, query.dtype)
+        if attn_mask.device != query.device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {query.device}; move it with "
+                             f"attn_mask.to(query.device)")
         if tuple(attn_mask.shape) != (L, S):
             raise ValueError(f"attn_mask must be (L, S) = ({L}, {S}), got shape {tuple(attn_mask.shape)}")
     group = num_heads // num_kv_heads
@@ -415,6 +436,10 @@ class GroupedQuerySelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
         _check_float_tensor("x", x, ranks=(3,))
+        _check_like_parameters("x", x, self.W_q.weight, "layer")
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (layer.new_cache(batch, max_len)) or None, got "
+                            f"{type(cache).__name__}")
         batch, T, features = x.shape
         if features != self.d_model:
             raise ValueError(f"x has {features} features (shape {tuple(x.shape)}) but the layer has d_model={self.d_model}")
@@ -441,8 +466,13 @@ def decode_step_by_step(layer: GroupedQuerySelfAttention, x: torch.Tensor, use_c
     ``use_cache=True`` keeps them in a :class:`KVCache` and computes only the new token's. Both return
     ``(batch, T, d_model)``, equal to ``layer(x)``.
     """
+    if not isinstance(layer, GroupedQuerySelfAttention):
+        raise TypeError(f"layer must be a GroupedQuerySelfAttention, got {type(layer).__name__}")
     _check_float_tensor("x", x, ranks=(3,))
+    _check_bool("use_cache", use_cache)
     batch, T, _ = x.shape
+    if T == 0:
+        raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): decode at least one, x of shape (batch, T>=1, d_model)")
     outputs = []
     cache = layer.new_cache(batch, T) if use_cache else None
     for t in range(T):

@@ -34,6 +34,9 @@ class MultiHeadAttention(nn.Module):
     Masks use **nn.MultiheadAttention's** conventions: a boolean mask is True where attention is NOT allowed; a float
     mask is added to the scores. ``attn_mask`` is ``(L, S)`` or ``(batch * num_heads, L, S)``; ``key_padding_mask`` is
     ``(batch, S)`` (True = padding). Dropout (p=``dropout``) acts on the attention weights in training mode only.
+    A ``CausalBias`` (``torch.nn.attention.bias.causal_upper_left(L, S)`` / ``causal_lower_right(L, S)``) is read
+    by what it means, the causal pattern in which True = may attend, as F.scaled_dot_product_attention reads it,
+    NOT by this module's True = blocked rule for plain boolean masks (``nn.MultiheadAttention`` cannot read one).
 
     Deliberate differences from ``torch.nn.MultiheadAttention``:
       * ``batch_first`` defaults to True (the series works in ``(batch, seq, d_model)``);
@@ -44,6 +47,8 @@ class MultiHeadAttention(nn.Module):
       * a query row whose keys are all masked gets zero weights and a zero attention result before the output
         projection (so its output is ``W_o``'s bias), never NaN; PyTorch returns NaN there with
         ``need_weights=True`` and on its eval-mode fast path;
+      * float16/bfloat16 with ``need_weights=True``: the scores are computed in float32 (as PyTorch's fused
+        kernels do), so inputs whose ``q·k`` exceeds float16's 65504 stay finite;
       * bad arguments raise a ValueError/TypeError that names the argument and what would work.
     ``add_bias_kv`` and ``add_zero_attn`` are not supported.
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .attention import causal_mask
-from .common import _check_float_tensor, _check_mask_dtype
+from .common import _check_float_tensor, _check_mask_dtype, _is_causal_bias, _materialize_causal_bias
 
 # ---- copying weights to and from nn.MultiheadAttention ------------------------------------------------------------
 
@@ -130,6 +130,12 @@ def additive_mask(self: nn.Module, attn_mask, key_padding_mask, is_causal, batch
     -inf where it is not (bool masks), plus any float mask's values.
     """
     H = self.num_heads
+    if _is_causal_bias(attn_mask):
+        # A CausalBias says which keys each query MAY see (it is the same object F.scaled_dot_product_attention
+        # takes), whatever a plain boolean mask means here; so it is read by its meaning, not by this module's
+        # True = blocked polarity: materialised (True = may attend), then inverted.
+        allowed = _materialize_causal_bias("attn_mask", attn_mask, L, S, self.W_o.weight.device, is_causal)
+        attn_mask = ~allowed  # (L, S), True = blocked
     if attn_mask is None and is_causal:
         attn_mask = ~causal_mask(L, S, device=self.W_o.weight.device)  # True = blocked, as this module reads it
     bias = None
