@@ -1,0 +1,470 @@
+"""The static site (``site/build.py``) works in a real browser with no kernel and no other origin.
+
+First, without a browser: the widget export (``_mha_helpers/static_widgets.py``) drives the live head explorer
+through every state and keeps exactly its pixels, and rejects what it cannot copy.
+
+Then the site is built (the README's command, into a temporary folder) and served on 127.0.0.1, and headless
+Chromium (Debian's ``chromium`` via Playwright, as in tests/test_browser.py) opens every page: no console error,
+every image and diagram loaded, math typeset, folded solutions folded, previous/next links in series order,
+every internal link (and #fragment) resolves, and not one request to another origin (each is recorded and
+blocked). On every kernel-free slider, moving it to every value changes the figure and the head_dim read-out;
+the time from the move to the new figure being decoded and painted is measured, and its median must be <= 100 ms.
+One page is also opened from disk (file://). Without chromium the browser tests skip, unless CI is "true".
+Screenshots of every page and widget go to ``test-artifacts/site/`` with ``MHA_SITE_SCREENSHOTS=1`` (and on failure).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+import pytest
+from jupyterlab_driver import CHROMIUM_ARGS, ROOT, chromium_path
+
+import mha_helpers as mh
+from _mha_helpers import static_widgets as sw
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ARTIFACTS = ROOT / "test-artifacts" / "site"
+IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+SCREENSHOTS = os.environ.get("MHA_SITE_SCREENSHOTS", "") == "1"
+MEDIAN_LIMIT_MS = 100.0
+#: Every move's response time, gathered over the slider tests and reported by the last test.
+RESPONSES: dict[str, list[float]] = {}
+
+
+# ---- the export, without a browser ----------------------------------------------------------------------------
+
+
+def test_export_keeps_the_live_widgets_pixels_and_read_outs():
+    """Each state is what the live widget itself shows for those controls: the same PNG pixels, the same read-out."""
+    from PIL import Image, ImageChops
+
+    explorer = mh.head_explorer(d_model=8, num_heads=2, compact=True)
+    widget = sw.head_explorer_states(explorer)
+    assert [c.name for c in widget.controls] == ["heads"]
+    assert list(widget.states) == ["heads=1", "heads=2", "heads=4", "heads=8"]
+    assert widget.initial_key == "heads=2" and explorer.head_slider.value == 2  # left as it was found
+    for h in (1, 2, 4, 8):
+        explorer.head_slider.value = h
+        live = Image.open(io.BytesIO(bytes(explorer.image.value))).convert("RGB")
+        saved = Image.open(io.BytesIO(widget.states[f"heads={h}"]["figure"])).convert("RGB")
+        assert ImageChops.difference(live, saved).getbbox() is None, f"heads={h}: pixels differ"
+        assert widget.states[f"heads={h}"]["readout"] == explorer.readout.value
+        assert f"head_dim = {8 // h}" in explorer.readout.value
+
+
+def test_full_explorer_has_every_head_count_mask_and_enlarged_head():
+    explorer = mh.head_explorer(d_model=4, num_heads=2)
+    widget = sw.head_explorer_states(explorer)
+    assert [c.name for c in widget.controls] == ["heads", "enlarge", "causal"]
+    # 1, 2 and 4 heads; each head enlarged once; mask off and on: (1 + 2 + 4) * 2 states
+    assert len(widget.states) == 14
+    assert "heads=2|enlarge=1|causal=true" in widget.states and "heads=2|enlarge=2|causal=true" not in widget.states
+    on, off = widget.states["heads=4|enlarge=0|causal=true"], widget.states["heads=4|enlarge=0|causal=false"]
+    assert on["figure"] != off["figure"] and on["table"] != off["table"]
+    spec = widget.spec(lambda data: f"{len(data)}.webp")
+    assert spec["initial"] == "heads=2|enlarge=0|causal=false"
+    assert spec["controls"][2]["keys"] == ["false", "true"]
+    assert all(state["figure"].endswith(".webp") for state in spec["states"].values())
+
+
+def test_the_notebooks_explorers_are_recognised_from_their_stored_output():
+    output = {"data": {"text/plain": "HeadExplorer(compact, d_model=4, num_heads=2, head_dim=2, params=80, tokens=6, "
+                                     "causal=False)", sw.WIDGET_VIEW: {"model_id": "x"}}}
+    widget = sw.export_static_widget("mh.head_explorer(d_model=4, num_heads=2, compact=True)", output)
+    assert widget is not None and len(widget.states) == 3
+    assert sw.export_static_widget("print(1)", {"data": {"text/plain": "1"}}) is None
+    with pytest.raises(ValueError, match="re-execute the notebook"):  # the stored output came from other arguments
+        sw.export_static_widget("mh.head_explorer(d_model=8, num_heads=2, compact=True)", output)
+    with pytest.raises(ValueError, match="literal arguments"):
+        sw.export_static_widget("mh.head_explorer(d_model=d, compact=True)", output)
+
+
+def test_a_self_contained_widget_cell_is_copied_with_its_labels():
+    source = ("d_model = 8\nheads = widgets.SelectionSlider(options=mh.valid_head_counts(d_model), value=2)\n"
+              "split = widgets.Label()\n\ndef show(change=None):\n    split.value = f'{d_model // heads.value} each'\n\n"
+              "heads.observe(show, names='value')\nshow()\nwidgets.VBox([heads, split])")
+    output = {"data": {"text/plain": "VBox(children=(...))", sw.WIDGET_VIEW: {"model_id": "x"}}}
+    widget = sw.export_static_widget(source, output)
+    assert widget is not None and widget.kind == "widgets"
+    assert [s["o0"] for s in widget.states.values()] == ["8 each", "4 each", "2 each", "1 each"]
+    # A cell that needs an earlier cell's variable is not copied (the page shows its saved view instead).
+    assert sw.export_static_widget(source.replace("d_model = 8\n", ""), output) is None
+
+
+def test_new_kinds_of_widget_plug_in_with_register_exporter():
+    def exporter(source, output):
+        if "cost meter" not in source:
+            return None
+        ctl = sw.Control("n", "tokens", "slider", [1, 2], 1)
+        widget = sw.StaticWidget("cost", [ctl], [("readout", "html")], [["n"], ["readout"]])
+        widget.states = {sw.state_key({"n": n}, [ctl]): {"readout": f"{n * n} scores"} for n in (1, 2)}
+        return widget
+
+    sw.register_exporter(exporter)
+    try:
+        widget = sw.export_static_widget("# cost meter", {"data": {}})
+        assert widget.states["n=2"]["readout"] == "4 scores"
+    finally:
+        sw._EXPORTERS.remove(exporter)
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(TypeError, match="explorer must be a HeadExplorer"):
+        sw.head_explorer_states("not an explorer")
+    with pytest.raises(TypeError, match="source must be"):
+        sw.export_static_widget(None, {})
+    with pytest.raises(TypeError, match="output must be"):
+        sw.export_static_widget("", None)
+    with pytest.raises(TypeError, match="png must be"):
+        sw.lossless_webp("x")
+    with pytest.raises(ValueError, match="png must be"):
+        sw.lossless_webp(b"GIF89a....")
+    with pytest.raises(ValueError, match="kind must be"):
+        sw.Control("x", "x", "knob", [1], 1)
+    with pytest.raises(ValueError, match="value must be one of"):
+        sw.Control("x", "x", "slider", [1, 2], 3)
+
+
+# ---- the built site in a browser ------------------------------------------------------------------------------
+
+
+def _unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"site browser tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(f"site browser tests skipped: {reason}")
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    """The README's build command, into a temporary folder; returns (folder, seconds, build log).
+
+    ``MHA_SITE_DIR=build/site`` tests a site already built there instead (for quick re-runs by hand)."""
+    if os.environ.get("MHA_SITE_DIR"):
+        return Path(os.environ["MHA_SITE_DIR"]).resolve(), 0.0, ""
+    out = tmp_path_factory.mktemp("site") / "site"
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, str(ROOT / "site" / "build.py"), "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - start
+    assert run.returncode == 0, f"site/build.py failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    print(run.stdout[-800:])
+    return out, seconds, run.stdout
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(built_site):
+    out = built_site[0]
+    handler = functools.partial(_Quiet, directory=str(out))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_path()
+    if executable is None:
+        _unavailable("no chromium on PATH (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -r requirements.txt)")
+    playwright = sync_playwright().start()
+    try:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        playwright.stop()
+
+
+class Visit:
+    """One page in a fresh context that records console errors, failed loads and every request, and blocks any
+    request that would leave the site's origin."""
+
+    def __init__(self, browser, origin: str) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.origin, self.errors, self.foreign, self.requests = origin, [], [], []
+        self.context.route("**/*", self._route)
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url} {r.failure}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"))
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        self.requests.append(url)
+        same = url.startswith(self.origin) or (self.origin.startswith("file:") and url.startswith("file:"))
+        if same or url.startswith("data:"):
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+    def open(self, url: str) -> None:
+        self.page.goto(url, wait_until="load")  # MathJax is a deferred script: it has started by now
+        self.page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _shot(locator, name: str, always: bool = False) -> None:
+    if SCREENSHOTS or always:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        try:
+            locator.screenshot(path=str(ARTIFACTS / name), timeout=20_000)
+        except Exception:  # a missing screenshot must not hide the real result
+            pass
+
+
+def _pages(site: Path) -> list[str]:
+    return [f"notebooks/{p.stem}.html" for p in NOTEBOOKS] + ["index.html", "readme.html", "teaching.html"]
+
+
+_PAGE_FACTS = """() => {
+  const md = [...document.querySelectorAll('.jp-RenderedMarkdown')];
+  const text = md.map(m => { const c = m.cloneNode(true); c.querySelectorAll('pre, code, mjx-container')
+      .forEach(x => x.remove()); return c.textContent; }).join('\\n');
+  return {
+    images: [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0})),
+    math: document.querySelectorAll('mjx-container').length,
+    mathErrors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
+    rawTex: (text.match(/\\$[^$\\n]*\\\\[a-zA-Z]+[^$\\n]*\\$/g) || []).slice(0, 3),
+    details: [...document.querySelectorAll('.jp-RenderedMarkdown details')].map(d => d.open),
+    links: [...document.querySelectorAll('a[href]')].map(a => ({href: a.href, rel: a.rel,
+                                                              download: a.hasAttribute('download')})),
+    ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+    widgets: document.querySelectorAll('.mha-static-widget').length,
+  };
+}"""
+
+
+def _markdown_facts(name: str) -> dict:
+    """What the stored notebook's markdown asks for: math, folded solutions, diagrams."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    prose = re.sub(r"```.*?```|`[^`\n]*`", "", md, flags=re.S)
+    return {"math": bool(re.search(r"\$\$.+?\$\$|\$[^$\n]+\$", prose, re.S)), "details": md.count("<details"),
+            "diagrams": sorted(set(re.findall(r"\.\./images/([\w.-]+\.svg)", md)))}
+
+
+@pytest.mark.parametrize("page_name", _pages(ROOT), ids=lambda p: Path(p).stem)
+def test_every_page_loads_offline_with_images_math_and_links(browser, server, built_site, page_name):
+    out = built_site[0]
+    visit = Visit(browser, server)
+    try:
+        visit.open(server + page_name)
+        facts = visit.page.evaluate(_PAGE_FACTS)
+        _shot(visit.page.locator("main"), f"{Path(page_name).stem}.png")
+        assert not visit.foreign, f"{page_name}: requests to other origins: {visit.foreign}"
+        assert not visit.errors, f"{page_name}: " + "\n".join(visit.errors)
+        broken = [i["src"] for i in facts["images"] if not i["ok"]]
+        assert not broken, f"{page_name}: images that did not load: {broken}"
+        assert facts["mathErrors"] == 0 and not facts["rawTex"], f"{page_name}: math not typeset: {facts['rawTex']}"
+        if page_name.startswith("notebooks/"):
+            source = _markdown_facts(Path(page_name).stem + ".ipynb")
+            if source["math"]:
+                assert facts["math"] > 0, f"{page_name}: the notebook has math but none was typeset"
+            assert len(facts["details"]) == source["details"] and not any(facts["details"]), (
+                f"{page_name}: folded solutions {facts['details']} (expected {source['details']}, all closed)")
+            loaded = {Path(urlparse(i["src"]).path).name for i in facts["images"] if i["ok"]}
+            assert set(source["diagrams"]) <= loaded, f"{page_name}: diagrams missing: {source['diagrams']}"
+            index = [p.stem for p in NOTEBOOKS].index(Path(page_name).stem)
+            rel = {r: {Path(urlparse(link["href"]).path).stem for link in facts["links"] if r in link["rel"]}
+                   for r in ("prev", "next")}
+            assert rel["prev"] == ({NOTEBOOKS[index - 1].stem} if index else set()), f"{page_name}: prev {rel}"
+            assert rel["next"] == ({NOTEBOOKS[index + 1].stem} if index + 1 < len(NOTEBOOKS) else set())
+            downloads = [link["href"] for link in facts["links"] if link["download"]]
+            assert downloads and all(d.endswith(Path(page_name).stem + ".ipynb") for d in downloads)
+        _check_links(visit, server, out, page_name, facts)
+    except BaseException:
+        _shot(visit.page.locator("body"), f"{Path(page_name).stem}-failure.png", always=True)
+        raise
+    finally:
+        visit.close()
+
+
+@functools.cache
+def _ids_of(path: Path) -> frozenset[str]:
+    return frozenset(re.findall(r"\bid=[\"']([^\"']+)[\"']", path.read_text(errors="replace")))
+
+
+def _check_links(visit: Visit, server: str, out: Path, page_name: str, facts: dict) -> None:
+    """Every link to this site resolves to a file of the build, and its #fragment (if any) to an element there."""
+    bad = []
+    for link in facts["links"]:
+        url, fragment = urldefrag(link["href"])
+        if not url.startswith(server):
+            if urlparse(url).scheme in ("http", "https"):
+                continue  # a link to another site is a navigation the reader chooses, not a request of the page
+            bad.append(link["href"])
+            continue
+        target = out / unquote(urlparse(url).path).lstrip("/")
+        if not target.is_file():
+            bad.append(f"{link['href']} (no such file)")
+        elif fragment and target.suffix == ".html" and not {fragment, unquote(fragment)} & _ids_of(target):
+            # (a browser looks for the fragment as written, then percent-decoded: nbconvert's ids are written encoded)
+            bad.append(f"{link['href']} (no element with id {unquote(fragment)!r})")
+        elif target.suffix == ".ipynb":
+            json.loads(target.read_text())  # the download is a real notebook
+    assert not bad, f"{page_name}: links that do not resolve: {bad}"
+
+
+_MOVE = """async ([root, step]) => {
+  // One move, as a reader's key press: the slider's value changes, it fires 'input', the widget swaps.
+  const widget = document.querySelector(root);
+  const slider = widget.querySelector('input.mha-sw-slider');
+  const img = widget.querySelector('img.mha-sw-figure');
+  const before = {src: img.getAttribute('src'), readout: widget.querySelector('.mha-sw-readout, .mha-sw-html')
+                  .textContent, state: widget.dataset.state};
+  const t0 = performance.now();
+  slider.value = String(step);
+  slider.dispatchEvent(new Event('input', {bubbles: true}));
+  await img.decode();
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const ms = performance.now() - t0;
+  return {before, ms, src: img.getAttribute('src'), state: widget.dataset.state,
+          readout: widget.querySelector('.mha-sw-readout, .mha-sw-html').textContent,
+          value: widget.querySelector('.mha-sw-value').textContent, natural: img.naturalWidth};
+}"""
+
+WIDGET_PAGES = ["04_splitting_into_heads", "06_exploring_heads", "00_start_here"]
+
+
+@pytest.mark.parametrize("stem", [s for s in WIDGET_PAGES if (ROOT / "notebooks" / f"{s}.ipynb").exists()])
+def test_kernel_free_sliders_redraw_at_every_value(browser, server, stem):
+    visit = Visit(browser, server)
+    try:
+        visit.open(f"{server}notebooks/{stem}.html")
+        widgets = visit.page.locator(".mha-static-widget")
+        assert widgets.count() >= 1, f"{stem}: no kernel-free widget on the page"
+        visit.page.wait_for_function("() => [...document.querySelectorAll('.mha-static-widget')]"
+                                     ".every(w => w.dataset.ready === 'true')", timeout=10_000)
+        for i in range(widgets.count()):
+            widget = widgets.nth(i)
+            root = f"#{widget.get_attribute('id')}"
+            spec = json.loads(widget.locator("script.mha-static-widget-spec").text_content())
+            slider = next(c for c in spec["controls"] if c["kind"] == "slider")
+            widget.scroll_into_view_if_needed()
+            _shot(widget, f"{stem}-widget{i}-start.png")
+            # Visit every value, and come back: each move must change the figure and the read-out.
+            order = list(range(len(slider["options"])))
+            start = slider["options"].index(slider["value"])
+            steps = [s for s in order if s != start] + [start]
+            times = []
+            for step in steps:
+                moved = visit.page.evaluate(_MOVE, [root, step])
+                heads = slider["options"][step]
+                assert moved["value"] == str(heads) and moved["state"] != moved["before"]["state"]
+                if spec["kind"] == "head_explorer":
+                    assert moved["src"] != moved["before"]["src"], f"{stem}: figure unchanged at {heads} heads"
+                    assert moved["natural"] > 0
+                    d_model = int(re.search(r"d_model (\d+)", moved["readout"]).group(1))
+                    assert f"head_dim = {d_model // heads}" in moved["readout"], moved["readout"]
+                assert moved["readout"] != moved["before"]["readout"], f"{stem}: read-out unchanged at {heads}"
+                times.append(moved["ms"])
+                if step == order[-1]:  # the most heads
+                    _shot(widget, f"{stem}-widget{i}-most-heads.png")
+            # The keyboard works too (what test_browser.py does in JupyterLab): focus, then the right arrow.
+            handle = widget.locator("input.mha-sw-slider")
+            src = widget.locator("img.mha-sw-figure").get_attribute("src") if spec["kind"] == "head_explorer" else ""
+            handle.focus()
+            visit.page.keyboard.press("Home")
+            visit.page.keyboard.press("ArrowRight")
+            visit.page.wait_for_function(f"() => document.querySelector('{root} .mha-sw-value').textContent === "
+                                         f"'{slider['options'][1]}'", timeout=5_000)
+            if spec["kind"] == "head_explorer" and slider["options"][1] != slider["value"]:
+                assert widget.locator("img.mha-sw-figure").get_attribute("src") != src
+            if any(c["kind"] == "checkbox" for c in spec["controls"]):
+                _toggle_mask_and_enlarge(visit, widget, root)
+            RESPONSES[f"{stem} widget {i}"] = times
+            median = statistics.median(times)
+            print(f"{stem} widget {i}: {len(times)} moves, response median {median:.1f} ms, max {max(times):.1f} ms")
+            assert median <= MEDIAN_LIMIT_MS, f"{stem}: median response {median:.1f} ms > {MEDIAN_LIMIT_MS} ms"
+        assert not visit.foreign, f"{stem}: requests to other origins: {visit.foreign}"
+        assert not any("/api/" in url for url in visit.requests), "a request went to a kernel API"
+        assert not visit.errors, f"{stem}: " + "\n".join(visit.errors)
+    except BaseException:
+        _shot(visit.page.locator("body"), f"{stem}-widgets-failure.png", always=True)
+        raise
+    finally:
+        visit.close()
+
+
+def _toggle_mask_and_enlarge(visit: Visit, widget, root: str) -> None:
+    img = widget.locator("img.mha-sw-figure")
+    before = img.get_attribute("src"), widget.locator(".mha-sw-readout").text_content()
+    widget.locator("input[type=checkbox]").check()
+    visit.page.wait_for_function(f"() => document.querySelector('{root}').dataset.state.includes('causal=true')")
+    after = img.get_attribute("src"), widget.locator(".mha-sw-readout").text_content()
+    assert after[0] != before[0] and after[1] != before[1], "the causal mask did not change the figure"
+    select = widget.locator("select")
+    enabled = select.locator("option:not([disabled])")
+    if enabled.count() > 1:
+        select.select_option(enabled.nth(1).get_attribute("value"))
+        visit.page.wait_for_function(f"() => !document.querySelector('{root}').dataset.state.includes('enlarge=0|')")
+        assert img.get_attribute("src") != after[0], "enlarging another head did not change the figure"
+    _shot(widget, f"{Path(visit.page.url).stem}-widget-causal.png")
+
+
+def test_pages_work_from_disk(browser, built_site):
+    """Opened as file:// (a USB stick): math is typeset and the explorer's slider still redraws."""
+    out = built_site[0]
+    visit = Visit(browser, "file://")
+    try:
+        visit.open((out / "notebooks" / "02_scaled_dot_product_attention.html").as_uri())
+        assert visit.page.evaluate("() => document.querySelectorAll('mjx-container').length") > 0
+        visit.open((out / "notebooks" / "06_exploring_heads.html").as_uri())
+        visit.page.wait_for_function("() => document.querySelector('.mha-static-widget').dataset.ready === 'true'")
+        moved = visit.page.evaluate(_MOVE, [f"#{visit.page.locator('.mha-static-widget').first.get_attribute('id')}",
+                                            0])
+        assert moved["src"] != moved["before"]["src"] and "head_dim = 16" in moved["readout"]
+        assert not visit.errors, "\n".join(visit.errors)
+    finally:
+        visit.close()
+
+
+def test_site_size_and_build_time(built_site):
+    """Sized for a school connection: no page (its HTML and its widget figures) near tens of MB."""
+    out, seconds, log = built_site
+    pages = sorted(out.rglob("*.html"), key=lambda p: p.stat().st_size, reverse=True)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    weight = {p: p.stat().st_size + sum(f.stat().st_size for f in (p.parent / "widgets" / p.stem).glob("*"))
+              for p in pages}
+    heaviest = max(weight, key=weight.get)
+    print(f"site: {total / 1e6:.1f} MB, {len(pages)} pages, heaviest {heaviest.relative_to(out)} "
+          f"{weight[heaviest] / 1e6:.2f} MB, built in {seconds:.0f} s; responses: "
+          + ", ".join(f"{k} median {statistics.median(v):.1f} ms" for k, v in RESPONSES.items()))
+    assert len(list((out / "notebooks").glob("[0-9][0-9]_*.html"))) == len(NOTEBOOKS)
+    assert weight[heaviest] < 5e6, f"{heaviest.name} weighs {weight[heaviest] / 1e6:.1f} MB"
+    assert total < 40e6
+    assert not any("widget-state+json" in p.read_text() for p in pages), "saved widget state left in a page"
