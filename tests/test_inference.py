@@ -60,3 +60,227 @@ def test_bad_align_type_is_a_clear_type_error(align):
 def test_align_is_keyword_only():
     with pytest.raises(TypeError):
         mh.causal_mask(3, 5, None, "bottom_right")
+
+
+# ---- prefill + decode through the cache ---------------------------------------------------------------------------
+
+
+def _layer(d_model=16, num_heads=4, num_kv_heads=4, seed=0):
+    torch.manual_seed(seed)
+    return mh.GroupedQuerySelfAttention(d_model, num_heads, num_kv_heads)
+
+
+@pytest.mark.parametrize("chunks", [[7, 1, 1, 1], [3, 3, 1, 1, 1, 1], [10], [1] * 10, [4, 6], [9, 1]])
+def test_run_with_cache_equals_the_full_pass(chunks):
+    layer = _layer()
+    x = torch.randn(2, 10, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out, steps = mh.run_with_cache(layer, x, chunks)
+        torch.testing.assert_close(out, layer(x), atol=1e-6, rtol=1e-5)
+    assert [s["new"] for s in steps] == list(chunks)
+    assert [s["past"] for s in steps] == [sum(chunks[:i]) for i in range(len(chunks))]
+    assert all(s["keys"] == s["past"] + s["new"] for s in steps)
+
+
+def test_run_with_cache_agrees_with_decode_step_by_step():
+    layer = _layer(num_kv_heads=2)
+    x = torch.randn(1, 6, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(mh.run_with_cache(layer, x, [1] * 6)[0], mh.decode_step_by_step(layer, x, True))
+
+
+@pytest.mark.parametrize("chunks, error", [([5, 4], ValueError), ([], TypeError), ("73", TypeError),
+                                           ([10, 0], ValueError), ([3.0, 7], TypeError), (7, TypeError)])
+def test_run_with_cache_rejects_bad_chunks(chunks, error):
+    with pytest.raises(error, match="chunk"):
+        mh.run_with_cache(_layer(), torch.randn(1, 10, 16), chunks)
+
+
+def test_run_with_cache_rejects_other_layers():
+    with pytest.raises(TypeError, match="GroupedQuerySelfAttention"):
+        mh.run_with_cache(mh.MultiHeadAttention(16, 4), torch.randn(1, 4, 16), [4])
+
+
+def test_query_positions_seen():
+    assert mh.query_positions_seen(mh.causal_mask(2, 4, align="bottom_right")) == [[0, 1, 2], [0, 1, 2, 3]]
+    with pytest.raises(TypeError, match="2-D boolean"):
+        mh.query_positions_seen(torch.ones(2, 2))
+
+
+# ---- decode cost ------------------------------------------------------------------------------------------------
+
+
+def test_decode_cost_counts_by_hand():
+    c = mh.decode_cost(num_layers=2, d_model=8, num_heads=2, num_kv_heads=1, context_len=5, bytes_per_value=4)
+    head_dim = 4
+    per_layer = 2 * 8 * 8 + 2 * 8 * 1 * head_dim + 2 * 8 * 32
+    assert c["params"] == 2 * per_layer
+    assert c["weight bytes"] == 4 * c["params"]
+    assert c["kv bytes"] == 5 * 2 * 2 * 1 * head_dim * 4
+    assert c["flops"] == 2 * c["params"] + 2 * 4 * 2 * head_dim * 5
+    assert c["intensity"] == pytest.approx(c["flops"] / (c["weight bytes"] + c["kv bytes"]))
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(num_heads=3), ValueError), (dict(num_kv_heads=3), ValueError), (dict(new_tokens=9), ValueError),
+    (dict(batch=0), ValueError), (dict(context_len=2.5), TypeError), (dict(d_ff=0), ValueError)])
+def test_decode_cost_rejects_bad_arguments(kwargs, error):
+    base = dict(num_layers=2, d_model=8, num_heads=4, num_kv_heads=2, context_len=8)
+    with pytest.raises(error):
+        mh.decode_cost(**{**base, **kwargs})
+
+
+# ---- the mask editor, without a browser --------------------------------------------------------------------------
+
+
+def test_mask_editor_starts_causal_and_toggles():
+    editor = mh.mask_editor(3, 6, align="bottom_right")
+    assert torch.equal(editor.mask, mh.causal_mask(3, 6, align="bottom_right"))
+    assert editor.alignment() == "bottom_right"
+    assert editor.toggle(0, 5) is True  # was blocked (key 5 is after query 0 at position 3)
+    assert editor.alignment() is None and "custom" in editor.summary()
+    assert editor.toggle(0, 5) is False
+    assert editor.alignment() == "bottom_right"
+
+
+def test_mask_editor_flags_fully_masked_rows_and_their_nan():
+    editor = mh.mask_editor(3, 6)
+    for j in range(4):
+        editor.toggle(0, j)
+    assert editor.dead_rows() == [0]
+    assert "fully masked rows: [0]" in repr(editor)
+    assert torch.isnan(mh.naive_masked_softmax(editor.scores(), editor.mask)[0]).all()
+    w = editor.weights()
+    assert torch.equal(w[0], torch.zeros(6)) and torch.allclose(w[1:].sum(-1), torch.ones(2))
+    assert not torch.isnan(w).any()
+
+
+def test_mask_editor_weights_follow_the_mask():
+    editor = mh.mask_editor(4, 5, align="top_left", seed=3)
+    w = editor.weights()
+    assert torch.equal(w > 0, editor.mask)
+    assert torch.allclose(w.sum(-1), torch.ones(4))
+
+
+def test_mask_forms_are_one_mask_three_ways():
+    mask = mh.causal_mask(3, 5, align="bottom_right")
+    forms = mh.mask_forms(mask)
+    assert torch.equal(forms["sdpa bool"], mask)
+    assert torch.equal(forms["nn.MultiheadAttention bool"], ~mask)
+    assert torch.equal(forms["additive float"] == 0, mask) and torch.isneginf(forms["additive float"][~mask]).all()
+    with pytest.raises(TypeError, match="boolean"):
+        mh.mask_forms(mask.float())
+
+
+def test_mask_editor_align_switch_resets_the_grid():
+    editor = mh.mask_editor(2, 5, align="bottom_right")
+    editor.toggle(1, 0)
+    editor.set_align("top_left")
+    assert torch.equal(editor.mask, mh.causal_mask(2, 5)) and editor.alignment() == "top_left"
+    with pytest.raises(ValueError, match="align"):
+        editor.set_align("bottom-right")
+
+
+def test_square_editor_is_both_alignments():
+    assert mh.mask_editor(3, 3).alignment() == "top_left = bottom_right"
+
+
+@pytest.mark.parametrize("i, j", [(3, 0), (0, 6), (-1, 0), (True, 0), (0.0, 1)])
+def test_mask_editor_toggle_rejects_bad_cells(i, j):
+    with pytest.raises(ValueError, match="must be an int"):
+        mh.mask_editor(3, 6).toggle(i, j)
+
+
+def test_mask_editor_rejects_big_grids():
+    with pytest.raises(ValueError, match="small grids"):
+        mh.mask_editor(9, 9)
+
+
+def test_mask_editor_widget_reacts_like_the_methods():
+    """The ipywidgets behind the editor, driven from Python: a cell's toggle changes the mask, the forms and the
+    read-out; the alignment buttons reset the grid."""
+    editor = mh.mask_editor(3, 6)
+    bundle = editor._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == repr(editor)
+    forms_before, readout_before = editor._forms_html.value, editor._readout.value
+    for j in range(4):
+        editor._cells[0][j].value = False  # what a click on a green cell does
+    assert editor.dead_rows() == [0]
+    assert editor._forms_html.value != forms_before
+    assert "fully masked rows: [0]" in editor._readout.value and editor._readout.value != readout_before
+    assert "NaN-prone" in editor._weights_html.value
+    editor._align_buttons.value = "top_left"
+    assert editor.alignment() == "top_left"
+    assert [b.value for b in editor._cells[0]] == [True] + [False] * 5
+    editor.toggle(2, 5)  # the method updates the buttons too
+    assert editor._cells[2][5].value is True and editor._cells[2][5].button_style == "success"
+
+
+def test_plot_mask_editor_draws_four_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = mh.plot_mask_editor(mh.mask_editor(3, 6))
+    assert len(fig.axes) == 4
+    plt.close(fig)
+    fig = mh.plot_causal_alignment(3, 10)
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    with pytest.raises(TypeError, match="MaskEditor"):
+        mh.plot_mask_editor(torch.ones(2, 2, dtype=torch.bool))
+
+
+# ---- the exercise checkers of notebook 10 -------------------------------------------------------------------------
+
+
+def _run(checker, fn, capsys):
+    passed = checker(fn)
+    return bool(passed), capsys.readouterr().out
+
+
+def test_bottom_right_checker(capsys):
+    from checker_support import stub
+
+    assert _run(mh.check_bottom_right_mask, stub, capsys)[1].startswith("⏳")
+    right = lambda L, S: torch.ones(L, S, dtype=torch.bool).tril(diagonal=S - L)  # noqa: E731
+    assert _run(mh.check_bottom_right_mask, right, capsys)[0]
+    wrong = {
+        "top-left": lambda L, S: torch.ones(L, S, dtype=torch.bool).tril(),
+        "inverted": lambda L, S: ~right(L, S),
+        "off by one": lambda L, S: torch.ones(L, S, dtype=torch.bool).tril(diagonal=S - L + 1),
+        "swapped": lambda L, S: right(L, S).T,
+        "boolean": lambda L, S: right(L, S).float(),
+    }
+    for expected_hint, fn in wrong.items():
+        passed, out = _run(mh.check_bottom_right_mask, fn, capsys)
+        assert not passed and out.startswith("❌"), expected_hint
+        assert {"top-left": "top-left", "inverted": "polarity", "off by one": "off by one", "swapped": "swapped",
+                "boolean": "boolean"}[expected_hint] in out, out
+
+
+def test_cached_attention_checker(capsys):
+    import torch.nn.functional as F
+    from checker_support import stub
+
+    assert _run(mh.check_cached_attention, stub, capsys)[1].startswith("⏳")
+
+    def right(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mh.causal_mask(q.shape[-2], k.shape[-2],
+                                                                               align="bottom_right"))
+
+    assert _run(mh.check_cached_attention, right, capsys)[0]
+    wrong = {
+        "is_causal": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        "no mask": lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+        "not scaled": lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, scale=1.0, attn_mask=mh.causal_mask(q.shape[-2], k.shape[-2], align="bottom_right")),
+        "shape": lambda q, k, v: right(q, k, v)[:, 0],
+    }
+    for name, fn in wrong.items():
+        passed, out = _run(mh.check_cached_attention, fn, capsys)
+        assert not passed and out.startswith("❌"), name
+        assert {"is_causal": "top-left", "no mask": "no mask", "not scaled": "not scaled",
+                "shape": "shape"}[name] in out, out
