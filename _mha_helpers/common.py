@@ -113,6 +113,11 @@ def _check_float_tensor(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_nested:
+        raise TypeError(
+            f"{name} is a nested tensor, which these readable helpers do not take; pad it with "
+            f"torch.nested.to_padded_tensor({name}, 0.0) and mark the padding with a key_padding_mask"
+        )
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float()"
