@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_support import run, stub
 from torch import nn
 
 import mha_helpers as mh
@@ -303,7 +304,7 @@ def test_report_shows_as_a_table_and_as_text():
     report = mh.audit(mh.broken_attention("inverted_mask"))
     text = repr(report)
     assert text == str(report)
-    assert "❌ mask_respected" in text and "✅ rows_sum_to_one" in text and "read: 03 §4" in text
+    assert "❌ mask_respected" in text and "✅ rows_sum_to_one" in text and "read: 03 §3" in text
     page = report._repr_html_()
     assert page.count("<tr>") == len(mh.AUDIT_PROPERTIES) + 1 and "usual cause" in page
     with pytest.raises(KeyError, match="not an audit property"):
@@ -359,3 +360,37 @@ def test_modules_without_masks_or_known_weights_get_not_applicable_rows():
     assert report.failed == []
     for name in ("mask_respected", "fully_masked_rows_finite", "matches_reference", "scale_correct"):
         assert report[name].status == "n/a"
+
+
+# ---- notebook 13's checkers ---------------------------------------------------------------------------------
+
+
+def test_checker_13_1(capsys):
+    passed, out = run(mh.check_fix_fill_value, stub, capsys)
+    assert not passed and "not yet" in out
+    passed, out = run(mh.check_fix_fill_value, mh.broken_attention("fill_minus_1e10"), capsys)
+    assert not passed and "audit still fails half_precision_safe" in out and "65504" in out
+    assert run(mh.check_fix_fill_value, mh.fixed_attention("fill_minus_1e10"), capsys)[0]
+    passed, out = run(mh.check_fix_fill_value, lambda query, key, value: F.scaled_dot_product_attention(query, key, value),
+                      capsys)
+    assert not passed and "mask_respected is no longer checked" in out
+
+
+def test_checker_13_2(capsys):
+    class NotYet(mh.ZooAttention):
+        def forward(self, x, key_padding_mask=None):
+            raise NotImplementedError("your code here")
+
+    passed, out = run(mh.check_fix_padding_heads, NotYet, capsys)
+    assert not passed and "not yet" in out
+    passed, out = run(mh.check_fix_padding_heads, mh.BUG_ZOO["repeat_not_interleave"].broken, capsys)
+    assert not passed and "mask_respected" in out and "repeat_interleave" in out
+    assert run(mh.check_fix_padding_heads, mh.BUG_ZOO["repeat_not_interleave"].fixed, capsys)[0]
+    passed, out = run(mh.check_fix_padding_heads, mh.fixed_attention("repeat_not_interleave"), capsys)
+    assert not passed and "pass the class itself" in out
+
+
+def test_checker_13_3(capsys):
+    passed, out = run(mh.check_fix_gpt_block, mh.BUG_ZOO["gpt_scale_by_n_embd"].broken, capsys)
+    assert not passed and "scale_correct: " in out and "1/√32 (d_model)" in out  # the telling row, not the reference
+    assert run(mh.check_fix_gpt_block, mh.BUG_ZOO["gpt_scale_by_n_embd"].fixed, capsys)[0]

@@ -30,7 +30,8 @@ def _audit_hint(implementation: object, must_pass: tuple[str, ...], causal: bool
             raise _NotYet() from exc
         return str(exc)
     if report.failed:
-        first = report[report.failed[0]]
+        specific = [p for p in report.failed if p != "matches_reference"] or report.failed  # the most telling row
+        first = report[specific[0]]
         return (f"audit still fails {', '.join(report.failed)}. {first.property}: {first.evidence}. "
                 f"Usual cause: {first.cause}")
     for name in must_pass:

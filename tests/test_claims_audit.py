@@ -1,0 +1,144 @@
+"""The general claims of notebook 13 (the bug hunt), each re-derived over several seeds or configurations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mha_helpers as mh
+
+SEEDS = range(5)
+
+
+@pytest.mark.parametrize(("batch", "heads"), [(4, 4), (2, 2), (1, 4), (3, 5), (2, 4), (3, 1), (8, 8)])
+def test_a_batch_1_S_mask_broadcasts_silently_only_when_batch_is_heads_or_1(batch, heads):
+    """§4 H: broadcasting aligns shapes from the right, so (B, 1, S) meets (B, H, L, S) as (1, B, 1, S)."""
+    scores = torch.zeros(batch, heads, 3, 5)
+    mask = torch.ones(batch, 1, 5, dtype=torch.bool)
+    try:
+        silent = scores.masked_fill(~mask, float("-inf")).shape == scores.shape  # no error, nothing grew
+    except RuntimeError:
+        silent = False
+    assert silent == (batch in (heads, 1))
+
+
+@pytest.mark.parametrize("S", [2, 3, 5, 8, 13])
+def test_is_causal_with_one_query_and_a_cache_sees_key_0_only(S):
+    """§4 K: SDPA's is_causal is top-left aligned (pytorch/pytorch#108108)."""
+    g = torch.Generator().manual_seed(S)
+    q = torch.randn(1, 1, 1, 8, generator=g)
+    k, v = torch.randn(1, 1, S, 8, generator=g), torch.randn(1, 1, S, 8, generator=g)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(out, v[:, :, :1])
+
+
+@pytest.mark.parametrize("fill", [-1e5, -1e8, -1e10, -1e20, torch.finfo(torch.float32).min])
+def test_float16_cannot_hold_big_fills_but_bfloat16_holds_most(fill):
+    """§3 C, Exercise 13.1: float16's largest value is 65504; masked_fill refuses what does not fit."""
+    assert torch.finfo(torch.float16).max == 65504
+    mask = torch.tensor([True, False])
+    with pytest.raises(RuntimeError, match="without overflow"):
+        torch.zeros(2, dtype=torch.float16).masked_fill(mask, fill)
+    if -fill <= torch.finfo(torch.bfloat16).max:  # bfloat16 has float32's range, minus the very top
+        assert torch.zeros(2, dtype=torch.bfloat16).masked_fill(mask, fill)[0] < -6e4
+    assert torch.zeros(2, dtype=torch.float16).masked_fill(mask, torch.finfo(torch.float16).min)[0] == -65504
+
+
+@pytest.mark.parametrize(("batch", "heads"), [(2, 2), (3, 4), (4, 2), (1, 4), (4, 1), (5, 3)])
+def test_flattened_heads_are_sequence_major_and_repeat_tiles_the_batch(batch, heads):
+    """§4 G, Exercise 13.2: row b·H + h is sequence b; repeat_interleave matches it, repeat only when B or H is 1."""
+    x = torch.arange(batch, dtype=torch.float32)[:, None, None, None].expand(batch, heads, 1, 1)  # value = its b
+    rows = x.reshape(batch * heads)  # (B, H, 1, 1) -> (B·H,)
+    mask = torch.arange(batch, dtype=torch.float32)[:, None]  # (B, 1): one "mask" per sequence, its b
+    assert torch.equal(rows, mask.repeat_interleave(heads, dim=0).flatten())
+    assert torch.equal(rows, mask.repeat(heads, 1).flatten()) == (batch == 1 or heads == 1)
+
+
+@pytest.mark.parametrize(("L", "heads"), [(1, 4), (5, 1), (5, 4), (3, 2), (6, 3)])
+def test_view_without_transpose_equals_the_split_only_for_one_token_or_one_head(L, heads):
+    """§4 F: .view(B, H, L, hd) is the right split only when L == 1 or H == 1 (notebook 04 §2)."""
+    x = torch.randn(2, L, heads * 4, generator=torch.Generator().manual_seed(L * heads))
+    wrong = x.view(2, heads, L, 4)
+    right = mh.split_heads(x, heads)
+    assert torch.equal(wrong, right) == (L == 1 or heads == 1)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_softmax_over_the_queries_breaks_the_row_sums(seed):
+    """§3 B: with softmax(dim=-2) a query's weights over the keys no longer sum to 1."""
+    scores = torch.randn(4, 6, generator=torch.Generator().manual_seed(seed))
+    assert not torch.allclose(torch.softmax(scores, dim=-2).sum(-1), torch.ones(4), atol=1e-3)
+    assert torch.allclose(torch.softmax(scores, dim=-1).sum(-1), torch.ones(4))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_nan_to_num_gives_what_sdpa_gives_for_a_query_with_no_key(seed):
+    """§4 J: zero weights and a zero output for a fully masked row, as F.scaled_dot_product_attention (torch 2.13)."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 2, 4, 8, generator=g) for _ in range(3))
+    mask = torch.rand(4, 4, generator=g) > 0.3
+    mask[:, 0] = True
+    mask[2] = False  # query 2 sees nothing
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~mask, float("-inf"))
+    assert torch.isnan(torch.softmax(scores, dim=-1)).any()
+    ours = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(ours, theirs, atol=1e-6) and torch.equal(theirs[:, :, 2], torch.zeros(1, 2, 8))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_batch_first_false_on_batch_first_input_mixes_the_sequences(seed):
+    """§4 I: nn.MultiheadAttention is sequence-first by default; fed (batch, seq, d), it attends across the batch."""
+    torch.manual_seed(seed)
+    m = nn.MultiheadAttention(16, 2)
+    assert m.batch_first is False
+    x = torch.randn(3, 5, 16)
+    y = x.clone()
+    y[1] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(m(x, x, x)[0][0], m(y, y, y)[0][0])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_causal_attention_is_not_permutation_equivariant(seed):
+    """§1: why audit skips the permutation row for causal attention."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 1, 5, 8, generator=g) for _ in range(3))
+    perm = torch.tensor([2, 0, 4, 1, 3])
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    permuted = F.scaled_dot_product_attention(q[:, :, perm], k[:, :, perm], v[:, :, perm], is_causal=True)
+    assert not torch.allclose(permuted, out[:, :, perm])
+
+
+@pytest.mark.parametrize(("scale", "factor"), [(0.1, 1.0), (0.354, 0.5), (1.0, 0.2), (0.05, 3.0), (0.25, 1.0)])
+def test_the_scale_is_measured_whatever_the_weights_sum_to(scale, factor):
+    """§3 E: scale_correct reads the scale from ratios of weights, so softmax(s·qk)·c gives s for any c."""
+    def attention(query, key, value, attn_mask=None):
+        return factor * torch.softmax(scale * query @ key.transpose(-2, -1), dim=-1) @ value
+
+    evidence = mh.audit(attention)["scale_correct"].evidence
+    assert f"scale {scale:.3g}" in evidence
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_top_left_decoder_is_right_without_a_cache(seed):
+    """§4 K: with T = S (no cache) top-left and bottom-right alignment agree, so only the cached decoding is wrong."""
+    torch.manual_seed(seed)
+    broken = mh.BUG_ZOO["kv_cache_top_left"].broken()
+    fixed = mh.BUG_ZOO["kv_cache_top_left"].fixed()
+    fixed.load_state_dict(broken.state_dict())
+    x = torch.randn(2, 6, 32)
+    with torch.no_grad():
+        assert torch.allclose(broken(x), fixed(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("heads", [2, 3, 4, 6, 8])
+def test_audit_feeds_a_module_as_many_sequences_as_heads(heads):
+    """§4 H: so that a (batch, 1, S) mask broadcasts silently, as in the reports."""
+    torch.manual_seed(0)
+    report = mh.audit(mh.MultiHeadAttention(heads * 4, heads))
+    assert f"x ({heads}, 6, {heads * 4})" in report["batch_independent"].evidence
