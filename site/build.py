@@ -303,7 +303,8 @@ class LinkMap:
         if rel in self.notebooks:
             return re.sub(r"\.ipynb$", ".html", path)
         if rel in GUIDES:
-            return re.sub(r"[^/]*$", GUIDES[rel], path)
+            folder = path.rpartition("/")[0]
+            return f"{folder}/{GUIDES[rel]}" if folder else GUIDES[rel]
         if resolved.is_dir():
             self.copy_folder(rel)
             return path.rstrip("/") + "/index.html"

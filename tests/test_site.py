@@ -21,6 +21,7 @@ import io
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,6 +155,9 @@ def built_site(tmp_path_factory):
     ``MHA_SITE_DIR=build/site`` tests a site already built there instead (for quick re-runs by hand)."""
     if os.environ.get("MHA_SITE_DIR"):
         return Path(os.environ["MHA_SITE_DIR"]).resolve(), 0.0, ""
+    installed = ROOT / "build" / "site-deps" / "node_modules" / "mathjax"
+    if shutil.which("npm") is None and not installed.is_dir():
+        _unavailable("the site's build needs npm once, for MathJax (install Node.js)")
     out = tmp_path_factory.mktemp("site") / "site"
     start = time.monotonic()
     run = subprocess.run([sys.executable, str(ROOT / "site" / "build.py"), "--out", str(out)], cwd=ROOT,
@@ -315,7 +319,8 @@ def test_every_page_loads_offline_with_images_math_and_links(browser, server, bu
 
 @functools.cache
 def _ids_of(path: Path) -> frozenset[str]:
-    return frozenset(re.findall(r"\bid=[\"']([^\"']+)[\"']", path.read_text(errors="replace")))
+    found = re.findall(r"\bid=\"([^\"]*)\"|\bid='([^']*)'", path.read_text(errors="replace"))
+    return frozenset(a or b for a, b in found)
 
 
 def _check_links(visit: Visit, server: str, out: Path, page_name: str, facts: dict) -> None:
@@ -343,7 +348,8 @@ _MOVE = """async ([root, step]) => {
   // One move, as a reader's key press: the slider's value changes, it fires 'input', the widget swaps.
   const widget = document.querySelector(root);
   const slider = widget.querySelector('input.mha-sw-slider');
-  const img = widget.querySelector('img.mha-sw-figure');
+  const img = widget.querySelector('img.mha-sw-figure') || {getAttribute: () => null, decode: async () => {},
+                                                            naturalWidth: 0};  // a widget with text only
   const before = {src: img.getAttribute('src'), readout: widget.querySelector('.mha-sw-readout, .mha-sw-html')
                   .textContent, state: widget.dataset.state};
   const t0 = performance.now();
@@ -375,6 +381,8 @@ def test_kernel_free_sliders_redraw_at_every_value(browser, server, stem):
             spec = json.loads(widget.locator("script.mha-static-widget-spec").text_content())
             slider = next(c for c in spec["controls"] if c["kind"] == "slider")
             widget.scroll_into_view_if_needed()
+            if any(s["type"] == "image" for s in spec["slots"]):  # it fetches its figures once it is near the screen
+                visit.page.wait_for_function(f"() => document.querySelector('{root}').dataset.preloaded > 0")
             _shot(widget, f"{stem}-widget{i}-start.png")
             # Visit every value, and come back: each move must change the figure and the read-out.
             order = list(range(len(slider["options"])))

@@ -147,19 +147,36 @@
     root.appendChild(body);
     show();
 
-    // Fetch and decode every figure now, so that a move only swaps an image the browser already holds.
-    var seen = {};
-    Object.keys(spec.states).forEach(function (key) {
-      spec.slots.forEach(function (s) {
-        var url = spec.states[key][s.name];
-        if (s.type === "image" && !seen[url]) {
-          seen[url] = true;
-          var img = new Image();
-          img.src = url;
-          if (img.decode) { img.decode().catch(function () {}); }
-        }
+    // Fetch and decode every figure once the widget comes near the screen (or is touched), so that a move only
+    // swaps an image the browser already holds; a reader who never scrolls there downloads only the first one.
+    var held = [];
+    function preload() {
+      if (held.length) { return; }
+      var seen = {};
+      Object.keys(spec.states).forEach(function (key) {
+        spec.slots.forEach(function (s) {
+          var url = spec.states[key][s.name];
+          if (s.type === "image" && !seen[url]) {
+            seen[url] = true;
+            var img = new Image();
+            img.src = url;
+            if (img.decode) { img.decode().catch(function () {}); }
+            held.push(img);  // kept, so that the decoded image stays in memory
+          }
+        });
       });
-    });
+      root.dataset.preloaded = String(held.length);
+    }
+    root.addEventListener("pointerdown", preload, {once: true});
+    root.addEventListener("focusin", preload, {once: true});
+    if ("IntersectionObserver" in window) {
+      var watcher = new IntersectionObserver(function (entries) {
+        if (entries.some(function (e) { return e.isIntersecting; })) { preload(); watcher.disconnect(); }
+      }, {rootMargin: "800px"});
+      watcher.observe(root);
+    } else {
+      preload();
+    }
     root.dataset.ready = "true";
   }
 
