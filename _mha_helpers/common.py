@@ -177,6 +177,16 @@ def _materialize_causal_bias(
     return mask._materialize(device)  # (L, S) bool, True = may attend
 
 
+def _check_attention_weights(weights: object, name: str = "weights") -> None:
+    """Attention weights are probabilities: a float tensor with entries in [0, 1] (NaN or negative ones are refused,
+    which is what a mask applied after the softmax, or a softmax over a fully masked row, leaves behind)."""
+    _check_float_tensor(name, weights)
+    if weights.numel() and not bool(((weights >= -1e-6) & (weights <= 1 + 1e-6)).all()):  # False for NaN too
+        bad = "NaN" if bool(weights.isnan().any()) else "values outside [0, 1]"
+        raise ValueError(f"{name} must be attention weights (each in [0, 1], rows summing to 1), got {bad}; "
+                         f"check the softmax and the mask that produced them")
+
+
 def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype) -> None:
     """A mask is boolean or floating point (added to the scores); integers are ambiguous and refused."""
     if _is_causal_bias(mask):  # a caller that does not materialise it would read uninitialised memory

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .attention import causal_mask, scaled_dot_product_attention
-from .common import _check_divisible, _check_positive_int
+from .attention import _check_qkv, causal_mask, scaled_dot_product_attention
+from .common import _check_bool, _check_callable, _check_divisible, _check_int, _check_positive_int
 from .efficient import online_softmax_attention
 from .mha import MultiHeadAttention
 
@@ -55,6 +55,7 @@ def count_matmul_flops(fn: Callable[[], object]) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    _check_callable("fn", fn)
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -75,7 +76,9 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     """The median wall-clock time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs (CUDA is synchronised)."""
     import time
 
+    _check_callable("fn", fn)
     _check_positive_int("repeats", repeats)
+    _check_int("warmup", warmup, minimum=0)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         fn()
@@ -117,6 +120,12 @@ def sdpa_kernel_used(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """
     from torch.profiler import ProfilerActivity, profile
 
+    _check_qkv(query, key, value)  # clear messages instead of the kernel's own
+    try:
+        torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"query, key and value must have the same leading dims (e.g. batch, heads), got query "
+                         f"{tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}") from None
     with _QuietStderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
         F.scaled_dot_product_attention(query, key, value, **kwargs)
     names = [e.name.removeprefix("aten::") for e in prof.events()]
@@ -125,6 +134,64 @@ def sdpa_kernel_used(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 
 
 MEMORY_METHODS = ("naive", "online", "sdpa", "mha_weights", "mha_fast")
+
+
+# ---- peak memory: one way of reading a process's high-water mark per system ------------------------------------------
+#
+#   "cuda"        the CUDA allocator's own peak (any system);
+#   "clear_refs"  Linux: reset the kernel's high-water mark through /proc/self/clear_refs, read VmHWM from
+#                 /proc/self/status; all jobs share one process;
+#   "ru_maxrss"   Linux without a writable clear_refs, macOS, BSD: resource.getrusage's peak resident size (it never
+#                 goes down, so each job gets its own process);
+#   "windows"     Windows: the peak working set from GetProcessMemoryInfo (ctypes, nothing to install), one
+#                 process per job;
+#   "none"        none of these (e.g. an unusual platform): nothing is measured, measure_peak_memory says so.
+
+
+def _memory_method(device: torch.device) -> str:
+    """How the peak memory of a job on ``device`` can be read on this system (see the table above)."""
+    import importlib.util
+    import sys
+
+    if device.type == "cuda":
+        return "cuda"
+    if os.path.exists("/proc/self/clear_refs") and os.access("/proc/self/clear_refs", os.W_OK):
+        return "clear_refs"
+    if sys.platform == "win32":
+        return "windows"
+    try:
+        has_resource = importlib.util.find_spec("resource") is not None
+    except (ImportError, ValueError):
+        has_resource = False
+    return "ru_maxrss" if has_resource else "none"
+
+
+def _windows_peak_bytes() -> int:
+    """The peak working set of this process, in bytes (Windows only: psapi's GetProcessMemoryInfo)."""
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
+            (name, ctypes.c_size_t) for name in (
+                "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+                "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
+
+    counters = Counters()
+    counters.cb = ctypes.sizeof(Counters)
+    process = ctypes.windll.kernel32.GetCurrentProcess()
+    if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
+        raise OSError("GetProcessMemoryInfo failed")
+    return int(counters.PeakWorkingSetSize)
+
+
+def _maxrss_bytes() -> int:
+    """resource.getrusage's peak resident size in bytes: the field is in bytes on macOS and in kB elsewhere."""
+    import resource
+    import sys
+
+    unit = 1 if sys.platform == "darwin" else 1024  # sys.platform, not os.uname(): the latter is Unix-only
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
 
 
 def _proc_status_bytes(field: str) -> int:
@@ -170,10 +237,9 @@ def _run_memory_job(job: dict, device: torch.device):
     return run
 
 
-def _measure_in_this_process(job: dict, device: torch.device, reset: bool) -> float:
-    """Peak bytes above the starting point while the job runs once (after a small warm-up of the same method)."""
-    import resource
-
+def _measure_in_this_process(job: dict, device: torch.device, method: str) -> float:
+    """Peak bytes above the starting point while the job runs once (after a small warm-up of the same method);
+    ``method`` is one of :func:`_memory_method`'s answers."""
     torch.set_num_threads(job.get("threads", torch.get_num_threads()))
     _run_memory_job({**job, "seq": min(job["seq"], 64)}, device)()  # warm-up: lazy initialisation, thread pools
     run = _run_memory_job(job, device)  # (the previous job's tensors are gone: nothing refers to them any more)
@@ -184,16 +250,17 @@ def _measure_in_this_process(job: dict, device: torch.device, reset: bool) -> fl
         run()
         torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated() - before)
-    if reset:
+    if method == "clear_refs":
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark to the current resident size
         before = _proc_status_bytes("VmRSS")
         run()
         return float(_proc_status_bytes("VmHWM") - before)
-    unit = 1 if os.uname().sysname == "Darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # A peak that only ever grows: what the job adds on top of the peak so far (the warm-up was small).
+    peak = _windows_peak_bytes if method == "windows" else _maxrss_bytes
+    before = peak()
     run()
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * unit
+    return float(peak() - before)
 
 
 def _memory_worker() -> None:
@@ -203,7 +270,7 @@ def _memory_worker() -> None:
 
     request = json.load(sys.stdin)
     device = torch.device(request["device"])
-    results = [_measure_in_this_process(job, device, request["reset"]) for job in request["jobs"]]
+    results = [_measure_in_this_process(job, device, request["method"]) for job in request["jobs"]]
     print(json.dumps(results))
 
 
@@ -219,12 +286,19 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
     measurement starts; the output, the saved tensors and the gradients count.
 
     On Linux all jobs share one fresh process and the peak is reset between them; ``fresh_process_each=True`` (and
-    any system without /proc/self/clear_refs) starts one process per job. On CUDA the allocator's peak is used.
+    any system without /proc/self/clear_refs: macOS reads ``resource``'s peak, Windows its peak working set) starts
+    one process per job, about 2 s each for Python and torch to start. On CUDA the allocator's peak is used. Where
+    none of these exists, a warning says so and every result is NaN (nothing was measured).
     """
     import json
     import subprocess
     import sys
 
+    if isinstance(jobs, (str, dict)) or not isinstance(jobs, Sequence):
+        raise TypeError(f"jobs must be a list of dicts, e.g. [dict(method='sdpa', batch=1, heads=1, seq=256, "
+                        f"head_dim=64)], got {type(jobs).__name__}")
+    if not all(isinstance(job, dict) for job in jobs):
+        raise TypeError(f"jobs must be a list of dicts, got a list holding {sorted({type(j).__name__ for j in jobs})}")
     jobs = [dict(job) for job in jobs]
     for job in jobs:
         if job.get("method") not in MEMORY_METHODS:
@@ -232,13 +306,25 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
         for name in ("batch", "heads", "seq", "head_dim"):
             _check_positive_int(name, job.get(name))
         job.setdefault("threads", torch.get_num_threads())
+    _check_bool("fresh_process_each", fresh_process_each)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got timeout={timeout!r}")
     device = torch.device(device)
-    can_reset = os.path.exists("/proc/self/clear_refs") and os.access("/proc/self/clear_refs", os.W_OK)
+    method = _memory_method(device)
+    if method == "none":
+        import warnings
+
+        warnings.warn(
+            f"peak memory cannot be measured on this system ({sys.platform}: no /proc/self/clear_refs, no resource "
+            f"module, not Windows, no CUDA); every result is NaN. The notebook's text quotes the numbers measured "
+            f"on Linux.", RuntimeWarning, stacklevel=2,
+        )
+        return [float("nan")] * len(jobs)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-    batches = [[job] for job in jobs] if fresh_process_each or not can_reset else [jobs]
+    batches = [[job] for job in jobs] if fresh_process_each or method != "clear_refs" else [jobs]
     results: list[float] = []
     for batch_jobs in batches:
-        request = json.dumps({"jobs": batch_jobs, "device": str(device), "reset": can_reset})
+        request = json.dumps({"jobs": batch_jobs, "device": str(device), "method": method})
         done = subprocess.run(
             [sys.executable, "-c", "from _mha_helpers.cost import _memory_worker; _memory_worker()"], input=request,
             capture_output=True, text=True, timeout=timeout, env=env,

@@ -11,7 +11,10 @@ import torch
 from torch import nn
 
 from .attention import merge_heads
-from .common import _check_float_tensor
+from .common import _check_bool, _check_float_tensor, _check_positive_int, _check_tokens, _plain_labels
+
+#: The largest map plot_attention / plot_heads draw: beyond it every label is unreadable and drawing takes minutes.
+PLOT_MAX_TOKENS = 200
 
 
 def _as_numpy_2d(weights: torch.Tensor, name: str = "weights"):
@@ -22,7 +25,31 @@ def _as_numpy_2d(weights: torch.Tensor, name: str = "weights"):
         w = w[0]  # drop leading singleton batch/head dims
     if w.dim() != 2:
         raise ValueError(f"{name} must be a 2-D (query, key) map, got shape {tuple(weights.shape)}")
+    _check_map_size(name, w.shape)
     return w.numpy()
+
+
+def _check_map_size(name: str, shape: Sequence[int]) -> None:
+    """Refuse maps too large to draw (a 1,200-token map took minutes and showed nothing readable) or empty."""
+    if 0 in shape:
+        raise ValueError(f"{name} is empty (shape {tuple(shape)}): there is nothing to draw")
+    if max(shape[-2:]) > PLOT_MAX_TOKENS:
+        L, S = shape[-2:]
+        raise ValueError(
+            f"{name} is a {L} x {S} map; plots draw at most {PLOT_MAX_TOKENS} tokens a side, "
+            f"where labels are still readable: draw a slice, e.g. {name}[..., :{min(L, 40)}, :{min(S, 40)}]"
+        )
+
+
+def _token_labels(name: str, tokens: object, n: int) -> list[str] | None:
+    """None, or ``n`` labels from a list of tokens (strings; numbers are shown as they print)."""
+    if tokens is None:
+        return None
+    if isinstance(tokens, torch.Tensor):
+        tokens = tokens.tolist()
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"{name} must be a list of {n} strings (one per row/column), got {type(tokens).__name__}")
+    return list(tokens)
 
 
 def plot_attention(
@@ -42,27 +69,35 @@ def plot_attention(
 
     Rows are queries (the token that is attending), columns are keys (the token attended to). ``annot`` defaults
     to writing the numbers in the cells when the map is at most 8 x 8. Pass ``vmin=vmax=None`` for raw scores.
-    Returns the matplotlib ``Axes``.
+    Tokens are drawn literally (a ``$`` is not mathtext). Maps larger than ``PLOT_MAX_TOKENS`` = 200 tokens a side
+    raise a ValueError: draw a slice instead. Returns the matplotlib ``Axes``.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     w = _as_numpy_2d(weights)
     L, S = w.shape
+    query_tokens, key_tokens = _token_labels("query_tokens", query_tokens, L), _token_labels("key_tokens", key_tokens, S)
+    if annot is not None:
+        _check_bool("annot", annot)
+    _check_bool("cbar", cbar)
+    for option, value in (("vmin", vmin), ("vmax", vmax)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"{option} must be a number or None, got {value!r} of type {type(value).__name__}")
     query_tokens = list(query_tokens) if query_tokens is not None else [str(i) for i in range(L)]
     key_tokens = list(key_tokens) if key_tokens is not None else list(query_tokens) if S == L else None
     key_tokens = key_tokens if key_tokens is not None else [str(j) for j in range(S)]
-    if len(query_tokens) != L or len(key_tokens) != S:
-        raise ValueError(
-            f"the map is {L} x {S} but got {len(query_tokens)} query tokens and {len(key_tokens)} key tokens"
-        )
+    for name, tokens, n, axis in (("query_tokens", query_tokens, L, "rows"), ("key_tokens", key_tokens, S, "columns")):
+        if len(tokens) != n:
+            raise ValueError(f"{name} has {len(tokens)} labels but the map has {n} {axis} (it is {L} x {S}): "
+                             f"pass one label per {axis[:-1]}")
     if ax is None:
         _, ax = plt.subplots(figsize=(0.55 * S + 2.2, 0.5 * L + 1.4))
     if annot is None:
         annot = L <= 8 and S <= 8
     sns.heatmap(
         w, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annot, fmt=fmt, cbar=cbar, square=False,
-        xticklabels=key_tokens, yticklabels=query_tokens, annot_kws={"fontsize": 8},
+        xticklabels=_plain_labels(key_tokens), yticklabels=_plain_labels(query_tokens), annot_kws={"fontsize": 8},
         linewidths=0.5, linecolor="white",
     )
     ax.set_title(title)
@@ -94,7 +129,13 @@ def plot_heads(
         w = w[0]
     if w.dim() != 3:
         raise ValueError(f"weights must be (num_heads, L, S) or (1, num_heads, L, S), got {tuple(weights.shape)}")
+    _check_float_tensor("weights", w)
+    _check_map_size("weights", w.shape)
+    _check_positive_int("max_cols", max_cols)
+    _check_bool("annot", annot)
     num_heads = w.shape[0]
+    if num_heads > 64:
+        raise ValueError(f"weights has {num_heads} heads; plot_heads draws at most 64 maps: pass weights[:64]")
     cols = min(max_cols, num_heads)
     rows = math.ceil(num_heads / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.8 * rows + 0.6), squeeze=False)
@@ -135,6 +176,10 @@ def plot_soft_lookup(
     w = _check_float_tensor("weights", weights, ranks=(1,)).detach().float().cpu()
     if q.shape[0] != 2 or k.shape[1] != 2:
         raise ValueError(f"plot_soft_lookup draws 2-D vectors: got query {tuple(q.shape)} and keys {tuple(k.shape)}")
+    _check_tokens("key_names", key_names)
+    _check_tokens("axis_labels", axis_labels)
+    if len(axis_labels) != 2:
+        raise ValueError(f"axis_labels must be two strings (x, y), got {len(axis_labels)}: {list(axis_labels)!r}")
     if w.shape[0] != k.shape[0] or len(key_names) != k.shape[0]:
         raise ValueError(
             f"need one weight and one name per key: got {k.shape[0]} keys, {w.shape[0]} weights, "
@@ -154,7 +199,7 @@ def plot_soft_lookup(
         gap = 0.06 * reach
         ax.text(tip[0] + gap * ux, tip[1] + gap * uy, label, color=color, ha=ha, va=va, **text_kw)
 
-    for vec, name, weight in zip(k, key_names, w, strict=True):
+    for vec, name, weight in zip(k, _plain_labels(key_names), w, strict=True):
         arrow(vec, f"{name}\nw = {float(weight):.2f}", "tab:blue", 1 + 5 * float(weight), fontsize=9)
     arrow(q, "query", "tab:red", 2.5, fontsize=10, fontweight="bold")
     low = min(0.0, float(torch.cat([k.flatten(), q]).min())) - 0.25 * reach  # room for labels centred on x = 0
@@ -179,6 +224,8 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
     _check_float_tensor("heads", heads, ranks=(4,))
     if mix is None:
         mix = nn.Identity()
+    elif not callable(mix):
+        raise TypeError(f"mix must be a function or module such as mha.W_o (or None), got {type(mix).__name__}")
     with torch.no_grad():
         full = mix(merge_heads(heads))  # (batch, heads, seq, head_dim) -> (batch, seq, d_model)
         columns = []

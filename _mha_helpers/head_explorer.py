@@ -4,18 +4,24 @@
 
 from __future__ import annotations
 
+import html
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from .common import (
     SENTENCE,
+    _check_attention_weights,
     _check_bool,
     _check_divisible,
     _check_float_tensor,
+    _check_int,
+    _check_like_parameters,
     _check_positive_int,
     _OneThread,
+    _plain_labels,
     toy_embeddings,
     valid_head_counts,
 )
@@ -84,8 +90,11 @@ def head_attention_maps(
     look only at itself and earlier tokens. No gradients are tracked.
     """
     _check_bool("causal", causal)
-    _check_float_tensor("x", x, ranks=(3,))
-    view = resplit_heads(module, num_heads)
+    view = resplit_heads(module, num_heads)  # checks module and num_heads
+    _check_float_tensor("x", x, ranks=(3,), layout="(batch, seq, embed_dim)")
+    _check_like_parameters("x", x, module.W_o.weight, "module")
+    if x.shape[-1] != module.embed_dim or module.kdim != module.embed_dim or module.vdim != module.embed_dim:
+        raise ValueError(f"x must be (batch, seq, embed_dim) = (batch, seq, {module.embed_dim}), got {tuple(x.shape)}")
     view.batch_first = True  # x is (batch, seq, embed_dim) here, whatever layout the module itself expects
     with torch.no_grad():
         _, weights = view(x, need_weights=True, average_attn_weights=False, is_causal=causal)
@@ -99,7 +108,7 @@ def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
     0 bits when all attention is on one key, ``log2(S)`` bits when it is spread evenly over ``S`` keys.
     E.g. ``(batch, heads, L, S) -> (batch, heads)``: one number per head.
     """
-    _check_float_tensor("weights", weights)
+    _check_attention_weights(weights)
     if weights.dim() < 2:
         raise ValueError(f"weights must be (..., L, S) with at least 2 dims, got shape {tuple(weights.shape)}")
     per_query = -torch.special.xlogy(weights, weights).sum(dim=-1) / math.log(2)  # (..., L, S) -> (..., L)
@@ -112,7 +121,7 @@ def previous_token_share(weights: torch.Tensor) -> torch.Tensor:
     The mean of ``weights[..., i, i-1]`` over the queries ``i = 1 .. L-1`` (query 0 has no previous token):
     1.0 for a perfect "previous-token head", about ``1/S`` for uniform attention. Needs ``L >= 2``.
     """
-    _check_float_tensor("weights", weights)
+    _check_attention_weights(weights)
     if weights.dim() < 2 or weights.shape[-2] < 2 or weights.shape[-1] < weights.shape[-2] - 1:
         raise ValueError(
             f"weights must be (..., L, S) with L >= 2 queries and S >= L - 1 keys, got shape {tuple(weights.shape)}"
@@ -228,8 +237,9 @@ class _HeadFigure:
     def _label(self, ax, size: float, x: bool, y: bool) -> None:
         # Token labels on the outer edges of the grid only; no ticks at all elsewhere (ticks are slow to draw).
         n = len(self.tokens)
-        ax.set_xticks(range(n) if x else [], self.tokens if x else [], rotation=60, fontsize=size)
-        ax.set_yticks(range(n) if y else [], self.tokens if y else [], fontsize=size)
+        labels = _plain_labels(self.tokens)  # drawn literally: a "$" would start mathtext
+        ax.set_xticks(range(n) if x else [], labels if x else [], rotation=60, fontsize=size)
+        ax.set_yticks(range(n) if y else [], labels if y else [], fontsize=size)
         ax.tick_params(length=0, pad=1.5)
 
     def update(self, weights: torch.Tensor, enlarge: int, causal: bool) -> None:
@@ -296,16 +306,20 @@ class _HeadFigure:
         return buffer.getvalue()
 
 
-def _explorer_tokens(sentence: str | Sequence[str]) -> list[str]:
+def _explorer_tokens(sentence: str | Sequence[str]) -> tuple[list[str], str]:
+    """The sentence's words (at most EXPLORER_MAX_TOKENS) and a note saying what was cut ("" if nothing was)."""
     if isinstance(sentence, str):
         tokens = sentence.split()
     elif isinstance(sentence, Sequence) and all(isinstance(t, str) for t in sentence):
         tokens = [t for t in sentence if t.strip()]
     else:
-        raise TypeError(f"sentence must be a string or a list of words, got {sentence!r}")
+        shown = type(sentence).__name__ if not isinstance(sentence, Sequence) else repr(list(sentence))[:80]
+        raise TypeError(f"sentence must be a string or a list of words, e.g. 'the cat sat on the mat', got {shown}")
     if not tokens:
         raise ValueError("sentence is empty: type at least one word, e.g. 'the cat sat on the mat'")
-    return tokens[:EXPLORER_MAX_TOKENS]
+    note = (f"the sentence has {len(tokens)} words; the explorer shows only the first {EXPLORER_MAX_TOKENS} "
+            f"(EXPLORER_MAX_TOKENS), up to {tokens[:EXPLORER_MAX_TOKENS][-1]!r}: larger maps are unreadable")
+    return tokens[:EXPLORER_MAX_TOKENS], note if len(tokens) > EXPLORER_MAX_TOKENS else ""
 
 
 def _explorer_headline(d_model: int, num_heads: int, params: int) -> str:
@@ -316,8 +330,9 @@ def _explorer_headline(d_model: int, num_heads: int, params: int) -> str:
 
 def _explorer_setup(
     d_model: int, num_heads: int, sentence: str | Sequence[str], seed: int, module: MultiHeadAttention | None,
-) -> tuple[MultiHeadAttention, list[str]]:
-    """Check the explorer's arguments; return the module to re-split and the sentence's words."""
+) -> tuple[MultiHeadAttention, list[str], str]:
+    """Check the explorer's arguments; return the module to re-split, the sentence's words and a note on cutting."""
+    _check_int("seed", seed, minimum=0)
     if module is None:
         module = explorer_module(d_model, seed)
     elif not isinstance(module, MultiHeadAttention):
@@ -326,13 +341,14 @@ def _explorer_setup(
         raise ValueError(f"module must do self-attention (kdim = vdim = embed_dim), got {module}")
     _check_positive_int("num_heads", num_heads)
     _check_divisible(module.embed_dim, num_heads, d_name="d_model")
-    return module, _explorer_tokens(sentence)
+    tokens, note = _explorer_tokens(sentence)
+    if note:  # never cut a sentence in silence
+        warnings.warn(note, UserWarning, stacklevel=3)
+    return module, tokens, note
 
 
 def _weights_table_html(weights: torch.Tensor, tokens: Sequence[str], caption: str) -> str:
     """One head's map ``(L, L)`` as an HTML table: its weights written in cells coloured like the heatmaps."""
-    import html
-
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
@@ -365,10 +381,11 @@ class HeadExplorer:
 
     def __init__(
         self, module: MultiHeadAttention, num_heads: int, tokens: list[str], causal: bool, compact: bool, seed: int,
+        note: str = "",
     ) -> None:
         import ipywidgets as widgets
 
-        self.module, self.compact, self.seed, self.tokens = module, compact, seed, tokens
+        self.module, self.compact, self.seed, self.tokens, self.note = module, compact, seed, tokens, note
         self.d_model = module.embed_dim
         self.params = sum(p.numel() for p in module.parameters())
         self._figures: dict[int, _HeadFigure] = {}
@@ -448,9 +465,9 @@ class HeadExplorer:
 
     def _on_sentence(self, change) -> None:
         try:
-            tokens = _explorer_tokens(change["new"])
+            tokens, self.note = _explorer_tokens(change["new"])
         except (TypeError, ValueError) as exc:
-            self.readout.value = f"<b style='color:#b00'>{exc}</b>"
+            self.readout.value = f"<b style='color:#b00'>{html.escape(str(exc))}</b>"
             return
         self.tokens = tokens
         self._x = toy_embeddings(tokens, self.d_model, seed=self.seed)  # (1, seq, d_model)
@@ -508,6 +525,7 @@ class HeadExplorer:
             text += (f"<br>most focused: head {int(entropy.argmin())} ({float(entropy.min()):.2f} bits; uniform "
                      f"attention would be {flat:.2f} bits) · most previous-token-like: head "
                      f"{int(prev.argmax())} (prev {float(prev.max()):.2f})")
+        text += f"<br><b style='color:#b35900'>⚠ {html.escape(self.note)}</b>" if self.note else ""  # a cut sentence
         return text
 
 
@@ -541,8 +559,8 @@ def head_explorer(
     """
     _check_bool("causal", causal)
     _check_bool("compact", compact)
-    module, tokens = _explorer_setup(d_model, num_heads, sentence, seed, module)
-    return HeadExplorer(module, num_heads, tokens, causal, compact, seed)
+    module, tokens, note = _explorer_setup(d_model, num_heads, sentence, seed, module)
+    return HeadExplorer(module, num_heads, tokens, causal, compact, seed, note=note)
 
 
 def plot_head_explorer(
@@ -564,7 +582,7 @@ def plot_head_explorer(
 
     _check_bool("causal", causal)
     _check_bool("compact", compact)
-    module, tokens = _explorer_setup(d_model, num_heads, sentence, seed, module)
+    module, tokens, _ = _explorer_setup(d_model, num_heads, sentence, seed, module)
     if isinstance(enlarge, bool) or not isinstance(enlarge, int) or not 0 <= enlarge < num_heads:
         raise ValueError(f"enlarge must be a head index 0..{num_heads - 1}, got enlarge={enlarge!r}")
     d_model = module.embed_dim

@@ -239,6 +239,17 @@ def lookup_accuracy(
     """
     if not isinstance(model, TinyLookupModel):
         raise TypeError(f"model must be a TinyLookupModel, got {type(model).__name__}")
+    _check_positive_int("num_examples", num_examples)
+    _check_positive_int("start", start)
+    if start >= model.seq_len:  # no position left to score: the mean of nothing would be NaN
+        raise ValueError(f"start must be a position 1..{model.seq_len - 1} (the model's seq_len is {model.seq_len}), "
+                         f"got start={start}")
+    off = [heads_off] if isinstance(heads_off, int) and not isinstance(heads_off, bool) else heads_off
+    if isinstance(off, (str, bytes)) or not isinstance(off, Sequence) or not all(
+            isinstance(h, int) and not isinstance(h, bool) for h in off):
+        raise TypeError(f"heads_off must be a list of head numbers, e.g. [0], got {heads_off!r}")
+    if any(not 0 <= h < model.num_heads for h in off):
+        raise ValueError(f"heads_off must hold head numbers 0..{model.num_heads - 1}, got heads_off={heads_off!r}")
     tokens, targets = lookup_test_set(num_examples, model.seq_len, model.vocab_size)
     with _OneThread(), torch.no_grad(), heads_switched_off(model.attn, heads_off):
         predicted = model(tokens).argmax(dim=-1)  # (n, seq, 2, vocab) -> (n, seq, 2)

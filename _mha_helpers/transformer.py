@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from .attention import padding_mask
-from .common import _check_bool, _check_float_tensor, _check_positive_int, toy_embeddings
+from .common import (
+    _check_bool,
+    _check_float_tensor,
+    _check_int,
+    _check_like_parameters,
+    _check_positive_int,
+    _check_tokens,
+    toy_embeddings,
+)
 from .mha import MultiHeadAttention
 
 
@@ -90,6 +98,7 @@ class TransformerBlock(nn.Module):
         return_weights: bool = False,
     ):
         _check_float_tensor("x", x, ranks=(3,))
+        _check_like_parameters("x", x, self.norm1.weight, "block")
         if x.shape[-1] != self.d_model:
             raise ValueError(f"x has {x.shape[-1]} features (shape {tuple(x.shape)}) but the block has "
                              f"d_model={self.d_model}; x must be (batch, L, {self.d_model})")
@@ -103,6 +112,7 @@ class TransformerBlock(nn.Module):
                 raise ValueError(f"this is a decoder block (memory_dim={self.memory_dim}): pass memory, the "
                                  f"encoder's output of shape (batch, S, {self.memory_dim})")
             _check_float_tensor("memory", memory, ranks=(3,))
+            _check_like_parameters("memory", memory, self.norm1.weight, "block")
         weights: dict[str, torch.Tensor] = {}
 
         def self_attention(h):  # (batch, L, d_model) -> (batch, L, d_model)
@@ -152,8 +162,15 @@ def toy_batch(
     padding; ``key_padding_mask`` is ``(batch, max_len)``, True at padding (:func:`padding_mask`); ``padded_tokens``
     are the sentences filled up with ``pad``, ready to label attention maps.
     """
-    if isinstance(sentences, str) or len(sentences) == 0 or any(isinstance(s, str) or len(s) == 0 for s in sentences):
-        raise TypeError(f"sentences must be a non-empty list of non-empty token lists, got {sentences!r}")
+    if isinstance(sentences, str) or not isinstance(sentences, Sequence) or len(sentences) == 0:
+        raise TypeError(f"sentences must be a non-empty list of token lists, e.g. [['the', 'cat'], ['a', 'dog']], "
+                        f"got {sentences!r:.80}")
+    for b, sentence in enumerate(sentences):
+        _check_tokens(f"sentences[{b}]", sentence)
+    _check_positive_int("d_model", d_model)
+    _check_int("seed", seed, minimum=0)
+    if not isinstance(pad, str):
+        raise TypeError(f"pad must be a string (the label of padding positions), got {type(pad).__name__}")
     lengths = [len(s) for s in sentences]
     longest = max(lengths)
     x = torch.zeros(len(sentences), longest, d_model)  # (batch, max_len, d_model), zeros = padding

@@ -438,3 +438,339 @@ def test_from_torch_of_something_else(module):
 def test_every_key_padded_is_not_an_error_and_not_nan():
     out, weights = _mha()(x_(B, L, E), key_padding_mask=torch.ones(B, L, dtype=torch.bool))
     assert torch.isfinite(out).all() and torch.all(weights == 0)
+
+
+# ---- the public helpers (issue 12): the same rule everywhere ----------------------------------------------------
+
+COMMON_WORDS = (
+    "the of and to a in is it you that he was for on are with as i his they be at one have this from or had by "
+    "not word but what some we can out other were all there when up use your how said an each she which do their "
+    "time if will way about many then them write would like so these her long make thing see him two has look "
+    "more day could go come did number sound no most people my over know water than call first who may down side "
+    "been now find any new work part take get place made live where after back little only round man year came "
+    "show every good me give our under name very through just form sentence great think say help low line differ "
+    "turn cause much mean before move right boy old too same tell does set three want air well also play small "
+    "end put home read hand port large spell add even land here must big high such follow act why ask men change "
+    "went light kind off need house picture try us again animal point mother world near build self earth father "
+    "cat sat mat dog ran box any"
+).split()
+
+
+def test_toy_embeddings_give_different_words_different_vectors():
+    words = sorted(set(COMMON_WORDS) | set(mh.SENTENCE))
+    vectors = mh.toy_embeddings(words, d_model=8, positions=False)[0]  # (n, 8)
+    distances = torch.cdist(vectors, vectors) + torch.eye(len(words)) * 1e9
+    assert float(distances.min()) > 1e-3  # no two words share a vector (cat/him/men, and/big did)
+
+
+def test_toy_embeddings_of_the_explorer_sentence_box_words_differ():
+    x = mh.toy_embeddings("but any box not cat him men and big".split(), d_model=16, positions=False)[0]
+    assert len({tuple(row.tolist()) for row in x}) == 9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"tokens": "the cat"}, TypeError, "tokens must be a list of strings, e.g. ['the', 'cat'], got the single"),
+        ({"tokens": None}, TypeError, "tokens must be a list of strings"),
+        ({"tokens": ["a", 1]}, TypeError, "tokens must be a list of strings"),
+        ({"tokens": []}, ValueError, "tokens is empty"),
+        ({"seed": 1.5}, TypeError, "seed must be an int >= 0, got 1.5 of type float"),
+        ({"seed": -1}, ValueError, "seed must be an int >= 0, got seed=-1"),
+        ({"positions": torch.tensor([1, 0])}, TypeError, "positions must be True or False"),
+        ({"d_model": 0}, ValueError, "d_model must be a positive int, got d_model=0"),
+    ],
+)
+def test_toy_embeddings_bad_args(kwargs, exc, fragment):
+    with pytest.raises(exc, match=esc(fragment)):
+        mh.toy_embeddings(**{"tokens": ["a", "b"], **kwargs})
+
+
+@pytest.fixture(scope="module")
+def lookup_model():
+    torch.manual_seed(0)
+    return mh.TinyLookupModel()  # untrained is enough: these tests check arguments, not accuracy
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"start": 8}, ValueError, "start must be a position 1..7 (the model's seq_len is 8), got start=8"),
+        ({"start": 100}, ValueError, "got start=100"),
+        ({"start": 0}, ValueError, "start must be a positive int, got start=0"),
+        ({"start": 2.0}, TypeError, "start must be a positive int, got 2.0 of type float"),
+        ({"num_examples": 0}, ValueError, "num_examples must be a positive int, got num_examples=0"),
+        ({"num_examples": "10"}, TypeError, "num_examples must be a positive int"),
+        ({"heads_off": None}, TypeError, "heads_off must be a list of head numbers, e.g. [0], got None"),
+        ({"heads_off": [5]}, ValueError, "heads_off must hold head numbers 0..1, got heads_off=[5]"),
+    ],
+)
+def test_lookup_accuracy_bad_args(lookup_model, kwargs, exc, fragment):
+    with pytest.raises(exc, match=esc(fragment)):
+        mh.lookup_accuracy(lookup_model, **{"num_examples": 10, **kwargs})
+
+
+def test_lookup_accuracy_last_position_is_a_number(lookup_model):
+    scores = mh.lookup_accuracy(lookup_model, num_examples=10, start=7)
+    assert all(0.0 <= v <= 1.0 for v in scores.values())  # start=7 scores one position, never NaN
+
+
+def _gqa(heads=4, kv_heads=2, L=3, S=3, d=4, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(1, heads, L, d, generator=g).to(dtype), torch.randn(1, kv_heads, S, d, generator=g).to(dtype),
+            torch.randn(1, kv_heads, S, d, generator=g).to(dtype))
+
+
+@pytest.mark.parametrize("scale", [0, 0.0, -1.0, float("nan"), float("inf")])
+def test_gqa_bad_scale_value(scale):
+    with pytest.raises(ValueError, match=esc(f"got scale={scale!r}")):
+        mh.grouped_query_attention(*_gqa(), scale=scale)
+
+
+def test_gqa_bad_scale_type():
+    with pytest.raises(TypeError, match="scale must be a positive float or None"):
+        mh.grouped_query_attention(*_gqa(), scale="0.5")
+
+
+def test_gqa_zero_kv_heads_is_a_value_error_not_a_division_by_zero():
+    q, k, v = _gqa(kv_heads=0)
+    with pytest.raises(ValueError, match=esc("num_kv_heads=0")):
+        mh.grouped_query_attention(q, k, v)
+
+
+def test_gqa_dtype_mismatch():
+    q, k, v = _gqa()
+    with pytest.raises(TypeError, match=esc("key has dtype torch.float64 but query has torch.float32")):
+        mh.grouped_query_attention(q, k.double(), v)
+
+
+def test_gqa_mask_of_wrong_shape_and_int_mask():
+    q, k, v = _gqa()
+    with pytest.raises(ValueError, match=esc("attn_mask must be (L, S) = (3, 3)")):
+        mh.grouped_query_attention(q, k, v, attn_mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="attn_mask must be a bool or floating-point tensor"):
+        mh.grouped_query_attention(q, k, v, attn_mask=torch.ones(3, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("module", "call"),
+    [
+        (lambda: mh.TransformerBlock(8, 2), lambda m, x: m(x)),
+        (lambda: mh.GroupedQuerySelfAttention(8, 4, 2), lambda m, x: m(x)),
+        (lambda: mh.GroupedQuerySelfAttention(8, 4, 2), lambda m, x: mh.decode_step_by_step(m, x, use_cache=True)),
+    ],
+    ids=["TransformerBlock", "GroupedQuerySelfAttention", "decode_step_by_step"],
+)
+def test_float64_input_to_a_float32_module_names_x_and_the_fix(module, call):
+    with pytest.raises(TypeError, match=esc("x has dtype torch.float64 but the") + ".*" + esc("x.to(torch.float32)")):
+        call(module(), torch.randn(1, 5, 8, dtype=torch.float64))
+
+
+def test_transformer_block_float64_memory():
+    block = mh.TransformerBlock(8, 2, memory_dim=6)
+    with pytest.raises(TypeError, match=esc("memory has dtype torch.float64")):
+        block(torch.randn(1, 3, 8), memory=torch.randn(1, 4, 6, dtype=torch.float64))
+
+
+def test_gqa_layer_cache_of_the_wrong_type():
+    with pytest.raises(TypeError, match="cache must be a KVCache"):
+        mh.GroupedQuerySelfAttention(8, 4, 2)(torch.randn(1, 2, 8), cache=[])
+
+
+def test_decode_step_by_step_bad_args():
+    layer = mh.GroupedQuerySelfAttention(8, 4, 2)
+    with pytest.raises(TypeError, match="layer must be a GroupedQuerySelfAttention, got MultiHeadAttention"):
+        mh.decode_step_by_step(MHA(8, 2), torch.randn(1, 3, 8), use_cache=True)
+    with pytest.raises(TypeError, match="use_cache must be True or False"):
+        mh.decode_step_by_step(layer, torch.randn(1, 3, 8), use_cache="yes")
+    with pytest.raises(ValueError, match="x has no tokens"):
+        mh.decode_step_by_step(layer, torch.randn(1, 0, 8), use_cache=True)
+
+
+LONG_SENTENCE = " ".join(f"w{i}" for i in range(40))
+
+
+def test_plot_head_explorer_says_when_it_cuts_the_sentence():
+    import matplotlib.pyplot as plt
+
+    with pytest.warns(UserWarning, match=r"the sentence has 40 words; the explorer shows only the first 12"):
+        fig = mh.plot_head_explorer(sentence=LONG_SENTENCE, compact=True)
+    plt.close(fig)
+
+
+def test_head_explorer_shows_the_cut_in_its_readout():
+    pytest.importorskip("ipywidgets")
+    with pytest.warns(UserWarning, match="40 words"):
+        explorer = mh.head_explorer(sentence=LONG_SENTENCE, compact=True)
+    assert "the sentence has 40 words" in explorer.readout.value and len(explorer.tokens) == 12
+    explorer.sentence.value = "the cat sat"  # a short sentence: the note goes away
+    assert "words; the explorer shows only" not in explorer.readout.value
+    explorer.sentence.value = LONG_SENTENCE + " more"
+    assert "the sentence has 41 words" in explorer.readout.value
+
+
+def test_explorer_sentence_of_the_right_length_is_not_cut():
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all for 12 words
+        plt.close(mh.plot_head_explorer(sentence=" ".join(["a"] * 12), compact=True))
+
+
+@pytest.mark.parametrize("tokens", [["$x$", "costs", "$5", "and", "$\\frac", "$$"], ["a$b", "$", "c", "d", "e", "f"]])
+def test_dollar_tokens_are_drawn_literally(tokens):
+    import matplotlib.pyplot as plt
+
+    ax = mh.plot_attention(torch.full((6, 6), 1 / 6), tokens)
+    ax.figure.canvas.draw()  # mathtext parsing happens here: "$5 ... $\frac" crashed
+    assert [t.get_text() for t in ax.get_xticklabels()] == [t.replace("$", r"\$") for t in tokens]
+    plt.close(ax.figure)
+    fig = mh.plot_head_explorer(sentence=tokens, compact=False)
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_dollar_tokens_in_the_live_explorer():
+    pytest.importorskip("ipywidgets")
+    explorer = mh.head_explorer(sentence="price $5 or $x$ now", compact=True)
+    assert explorer.image.value[:4] == b"\x89PNG"  # drawn
+
+
+def test_plot_attention_refuses_a_map_too_large_to_draw():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"1200 x 1200 map; plots draw at most 200 tokens a side"):
+        mh.plot_attention(torch.full((1200, 1200), 1 / 1200))
+    with pytest.raises(ValueError, match="at most 200 tokens"):
+        mh.plot_heads(torch.full((2, 300, 300), 1 / 300))
+    assert time.perf_counter() - start < 5  # it took minutes before
+    from _mha_helpers.figures import PLOT_MAX_TOKENS
+
+    assert PLOT_MAX_TOKENS == 200  # the limit plot_attention's docstring states
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"query_tokens": ["a"] * 5}, ValueError, "query_tokens has 5 labels but the map has 6 rows"),
+        ({"key_tokens": ["a"] * 7}, ValueError, "key_tokens has 7 labels but the map has 6 columns"),
+        ({"query_tokens": 3.0}, TypeError, "query_tokens must be a list of 6 strings"),
+        ({"query_tokens": "abcdef"}, TypeError, "query_tokens must be a list of 6 strings"),
+        ({"annot": "yes"}, TypeError, "annot must be True or False"),
+        ({"vmin": "0"}, TypeError, "vmin must be a number or None"),
+        ({"weights": torch.zeros(0, 0)}, ValueError, "weights is empty"),
+        ({"weights": [[0.5, 0.5]]}, TypeError, "weights must be a torch.Tensor, got list"),
+    ],
+)
+def test_plot_attention_bad_args(kwargs, exc, fragment):
+    with pytest.raises(exc, match=esc(fragment)):
+        mh.plot_attention(**{"weights": torch.full((6, 6), 1 / 6), **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"max_cols": 0}, ValueError, "max_cols must be a positive int, got max_cols=0"),
+        ({"max_cols": torch.tensor([1, 2])}, TypeError, "max_cols must be a positive int"),
+        ({"annot": None}, TypeError, "annot must be True or False"),
+        ({"weights": torch.ones(2, 4, 4, dtype=torch.long)}, TypeError, "weights must be a floating-point tensor"),
+    ],
+)
+def test_plot_heads_bad_args(kwargs, exc, fragment):
+    with pytest.raises(exc, match=esc(fragment)):
+        mh.plot_heads(**{"weights": torch.full((2, 4, 4), 0.25), **kwargs})
+
+
+def test_plot_soft_lookup_key_names():
+    q, k, w = torch.randn(2), torch.randn(3, 2), torch.full((3,), 1 / 3)
+    with pytest.raises(TypeError, match="key_names must be a list of strings"):
+        mh.plot_soft_lookup(q, k, w, key_names=None)
+    with pytest.raises(ValueError, match="axis_labels must be two strings"):
+        mh.plot_soft_lookup(q, k, w, key_names=["a", "b", "c"], axis_labels=("x",))
+
+
+def test_head_influence_mix_must_be_callable():
+    with pytest.raises(TypeError, match="mix must be a function or module such as mha.W_o"):
+        mh.head_influence(torch.randn(1, 2, 3, 4), mix=torch.randn(8, 8))
+
+
+@pytest.mark.parametrize("fn", [mh.attention_entropy, mh.previous_token_share])
+@pytest.mark.parametrize("bad", [float("nan"), -0.5, 1.5])
+def test_head_measures_refuse_non_probabilities(fn, bad):
+    weights = torch.full((4, 4), 0.25)
+    weights[1, 2] = bad
+    with pytest.raises(ValueError, match="weights must be attention weights"):
+        fn(weights)
+
+
+def test_head_attention_maps_names_x():
+    module = mh.explorer_module(16)
+    with pytest.raises(TypeError, match=esc("x has dtype torch.float64 but the module's parameters")):
+        mh.head_attention_maps(module, torch.randn(1, 4, 16, dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match=esc("x must be (batch, seq, embed_dim) = (batch, seq, 16)")):
+        mh.head_attention_maps(module, torch.randn(1, 4, 8), 2)
+    with pytest.raises(TypeError, match="module must be an mha_helpers.MultiHeadAttention, got Linear"):
+        mh.head_attention_maps(nn.Linear(16, 16), torch.randn(1, 4, 16), 2)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0"])
+def test_explorer_seed(seed):
+    with pytest.raises((TypeError, ValueError), match="seed must be an int >= 0"):
+        mh.plot_head_explorer(seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"sentences": "the cat"}, TypeError, "sentences must be a non-empty list of token lists"),
+        ({"sentences": [["a"], "bc"]}, TypeError, "sentences[1] must be a list of strings"),
+        ({"sentences": [["a"], []]}, ValueError, "sentences[1] is empty"),
+        ({"d_model": -1}, ValueError, "d_model must be a positive int, got d_model=-1"),
+        ({"seed": 0.5}, TypeError, "seed must be an int >= 0"),
+        ({"pad": 0}, TypeError, "pad must be a string"),
+    ],
+)
+def test_toy_batch_bad_args(kwargs, exc, fragment):
+    with pytest.raises(exc, match=esc(fragment)):
+        mh.toy_batch(**{"sentences": [["a", "b"], ["c"]], **kwargs})
+
+
+def test_cost_helpers_bad_args():
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(TypeError, match="fn must be a function to call"):
+        mh.median_seconds(q)
+    with pytest.raises(ValueError, match="warmup must be an int >= 0, got warmup=-1"):
+        mh.median_seconds(lambda: None, warmup=-1)
+    with pytest.raises(TypeError, match="fn must be a function to call"):
+        mh.count_matmul_flops(None)
+    with pytest.raises(TypeError, match=esc("key has dtype torch.float64")):
+        mh.sdpa_kernel_used(q, q.double(), q)
+    with pytest.raises(ValueError, match="same leading dims"):
+        mh.sdpa_kernel_used(q, torch.randn(3, 3, 4, 8), torch.randn(3, 3, 4, 8))
+    with pytest.raises(TypeError, match="jobs must be a list of dicts"):
+        mh.measure_peak_memory({"method": "sdpa"})
+
+
+def test_plot_block_schedule_bad_args():
+    with pytest.raises(TypeError, match="is_causal must be True or False"):
+        mh.plot_block_schedule(8, 8, 4, 4, is_causal=torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="draws at most 64 x 64"):
+        mh.plot_block_schedule(10**6, 10**6, 4, 4)
+
+
+def test_nested_tensor_input_says_how_to_pad():
+    nt = torch.nested.nested_tensor([torch.randn(2, 4), torch.randn(3, 4)], layout=torch.jagged)
+    with pytest.raises(TypeError, match=esc("torch.nested.to_padded_tensor(query, 0.0)")):
+        mh.scaled_dot_product_attention(nt, nt, nt)
+
+
+def test_causal_bias_given_where_it_cannot_be_read():
+    from torch.nn.attention.bias import causal_upper_left
+
+    from _mha_helpers.common import _check_mask_dtype
+
+    with pytest.raises(TypeError, match=r"CausalBias.*is_causal=True"):
+        _check_mask_dtype("attn_mask", causal_upper_left(3, 3), torch.float32)
