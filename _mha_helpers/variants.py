@@ -58,10 +58,10 @@ def _positions_tensor(positions: object, x: torch.Tensor) -> torch.Tensor:
     else:
         raise TypeError(f"positions must be None, a tensor or a list of ints, one per position of x; got "
                         f"{type(positions).__name__}")
-    try:
-        fits = torch.broadcast_shapes(pos.shape, x.shape[:-1]) == x.shape[:-1]
-    except RuntimeError:
-        fits = False
+    # Broadcasts to x's rows without growing them (checked by hand: torch.broadcast_shapes imports sympy, ~1 s).
+    rows = tuple(x.shape[:-1])
+    pairs = zip(reversed(pos.shape), reversed(rows), strict=False)  # trailing dims, right-aligned
+    fits = pos.dim() <= len(rows) and all(a in (1, b) for a, b in pairs)
     if not fits:
         raise ValueError(
             f"positions of shape {tuple(pos.shape)} do not broadcast to x's {tuple(x.shape[:-1])} (..., seq); "
