@@ -1,34 +1,50 @@
 """The exercise checkers of notebook 13 (the bug hunt): each runs :func:`audit` on the student's fix and passes when
-nothing fails and the property the bug broke is really checked (not "n/a")."""
+nothing fails and the properties the bug was about are really checked (not "n/a").
+
+The student's code is first called once through ``_call_student`` (so the untouched stub, a forgotten ``return`` and
+the student's own errors get the usual lines), then audited.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ..audit import audit
+from ..audit_probes import _attr
 from ..bug_zoo import _build
-from .core import _NotYet, exercise_checker
+from .core import _call_student, exercise_checker
+
+
+def _first_call(implementation: object, kind: str) -> tuple[object, str | None]:
+    """Build (a class) and call the student's code once on audit-like inputs; return it ready for audit, or a hint."""
+    g = torch.Generator().manual_seed(13)
+    if kind == "function":
+        if isinstance(implementation, type) or isinstance(implementation, nn.Module):
+            return None, f"pass your function, got {type(implementation).__name__}"
+        q, k, v = (torch.randn(2, 2, 5, 8, generator=g) for _ in range(3))
+        _call_student(implementation, q, k, v)  # query, key, value: (batch, heads, L, head_dim) = (2, 2, 5, 8)
+        return implementation, None
+    if not (isinstance(implementation, type) and issubclass(implementation, nn.Module)):
+        return None, f"pass the class itself (an nn.Module subclass, not an instance), got {type(implementation).__name__}"
+    module = _call_student(_build, implementation)  # built with its default arguments and fixed weights
+    d_model = _attr(module, ("d_model", "n_embd", "embed_dim")) or 32
+    with torch.no_grad():
+        _call_student(module, torch.randn(2, 6, d_model, generator=g))  # x: (batch, seq, d_model)
+    return module, None
 
 
 def _audit_hint(implementation: object, must_pass: tuple[str, ...], causal: bool, kind: str) -> str | None:
     """None when ``audit`` passes ``implementation`` with every one of ``must_pass`` checked; else a hint."""
-    if kind == "module":
-        if not (isinstance(implementation, type) and issubclass(implementation, nn.Module)):
-            return f"pass the class itself (an nn.Module subclass), got {type(implementation).__name__}"
-        try:
-            implementation = _build(implementation)  # fixed weights, as the zoo's modules
-        except NotImplementedError as exc:
-            raise _NotYet() from exc
-    elif isinstance(implementation, nn.Module) or not callable(implementation):
-        return f"pass your function, got {type(implementation).__name__}"
+    implementation, hint = _first_call(implementation, kind)
+    if hint:
+        return hint
     try:
         report = audit(implementation, causal=causal)
-    except ValueError as exc:
-        if isinstance(exc.__cause__, NotImplementedError):
-            raise _NotYet() from exc
-        return str(exc)
+    except (TypeError, ValueError) as exc:  # audit names what is wrong with the implementation itself
+        return str(exc).splitlines()[0]
     if report.failed:
         specific = [p for p in report.failed if p != "matches_reference"] or report.failed  # the most telling row
         first = report[specific[0]]
