@@ -16,6 +16,7 @@ import torch
 from .attention import causal_mask, scaled_dot_product_attention
 from .common import _check_float_tensor, _check_positive_int
 from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
+from .static_widgets import Control, StaticWidget, _literal_call_arguments, register_exporter, state_key
 
 # ---- prefill and decode -------------------------------------------------------------------------------------------
 
@@ -364,14 +365,16 @@ class MaskEditor:
                     self._cells[i][j].button_style = "success" if self._mask[i, j] else ""
         self._readout.value = self._readout_html()
         self._weights_html.value = self._weights_table_html()
-        forms = self.forms()
+        self._forms_html.value = self._forms_table_html()
+
+    def _forms_table_html(self) -> str:
         captions = {"sdpa bool": "F.scaled_dot_product_attention: True = may attend",
                     "nn.MultiheadAttention bool": "nn.MultiheadAttention: True = BLOCKED",
                     "additive float": "either function: added to the scores"}
         klass = {"sdpa bool": "mha-form-sdpa", "nn.MultiheadAttention bool": "mha-form-torch",
                  "additive float": "mha-form-float"}
-        self._forms_html.value = ("<div style='display:flex;flex-wrap:wrap'>" + "".join(
-            _grid_html(name, t, captions[name], klass[name]) for name, t in forms.items()) + "</div>")
+        return ("<div style='display:flex;flex-wrap:wrap'>" + "".join(
+            _grid_html(name, t, captions[name], klass[name]) for name, t in self.forms().items()) + "</div>")
 
     def _readout_html(self) -> str:
         text = f"<b>{html.escape(self.summary())}</b>"
@@ -392,7 +395,7 @@ class MaskEditor:
                             f"{v:.2f}</td>" for v in row)
             flag = " <span style='color:#b00'>NaN-prone</span>" if i in dead else ""
             rows.append(f"<tr><td style='padding-right:6px'>q{i}</td>{cells}<td>{flag}</td></tr>")
-        return ("<div class='mha-weights'><b>attention weights</b> (rows sum to 1)"
+        return ("<div class='mha-weights'><b>attention weights</b> (each row with an allowed key sums to 1)"
                 f"<table style='border-collapse:collapse;font-family:monospace;font-size:85%'>{''.join(rows)}</table></div>")
 
     def _repr_mimebundle_(self, **kwargs):
@@ -443,3 +446,82 @@ def plot_mask_editor(editor: MaskEditor):
     fig.suptitle(editor.summary(), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---- the kernel-free copy for the static site (site/build.py, static_widgets.py) ----------------------------------
+
+#: The masks the site's copy of the editor offers (a static page cannot recompute a click): name -> cells to flip,
+#: starting from the causal mask with the given alignment.
+MASK_PRESETS = {
+    "causal, bottom-right": ("bottom_right", []),
+    "causal, top-left": ("top_left", []),
+    "query 0 blocked everywhere": ("bottom_right", "block row 0"),
+    "each query: itself and the key before": ("bottom_right", "band 2"),
+}
+
+
+def _apply_preset(editor: MaskEditor, preset: str) -> None:
+    align, change = MASK_PRESETS[preset]
+    editor.set_align(align)
+    past = editor.S - editor.L
+    for i in range(editor.L):
+        for j in range(editor.S):
+            allowed = bool(editor._mask[i, j])
+            if change == "block row 0" and i == 0 and allowed:
+                editor.toggle(i, j)
+            elif change == "band 2" and allowed != (past + i - 1 <= j <= past + i):
+                editor.toggle(i, j)
+
+
+def _mask_grid_html(editor: MaskEditor) -> str:
+    rows = "".join("<tr>" + "".join(
+        f"<td style='width:30px;height:24px;border:1px solid #fff;text-align:center;"
+        f"background:{'#2a9d8f' if allowed else '#e9ecef'};color:#fff'>{'✓' if allowed else ''}</td>"
+        for allowed in row) + "</tr>" for row in editor._mask.tolist())
+    return ("<div style='font-size:85%'>rows: queries i · columns: keys j · green = may attend</div>"
+            f"<table style='border-collapse:collapse'>{rows}</table>")
+
+
+def mask_editor_states(editor: MaskEditor) -> StaticWidget:
+    """The kernel-free copy of a :class:`MaskEditor` for the static site: one state per entry of :data:`MASK_PRESETS`,
+    each with the grid, the read-out, the weights and the three forms the live editor shows for that mask. The editor
+    is left as it was found."""
+    if not isinstance(editor, MaskEditor):
+        raise TypeError(f"editor must be a MaskEditor (mh.mask_editor(...)), got {type(editor).__name__}")
+    start_mask, start_align = editor._mask.clone(), editor.align
+    presets = list(MASK_PRESETS)
+    first = "causal, bottom-right" if start_align == "bottom_right" else "causal, top-left"
+    controls = [Control("mask", "mask", "select", presets, first)]
+    widget = StaticWidget(
+        kind="mask_editor", controls=controls,
+        slots=[("readout", "html"), ("grid", "html"), ("weights", "html"), ("forms", "html")],
+        rows=[["mask"], ["readout"], ["grid", "weights"], ["forms"]], css_class="mha-mask-editor",
+        note="Clicking single cells needs a kernel (run the notebook in JupyterLab); here, pick one of these masks.",
+    )
+    try:
+        for preset in presets:
+            _apply_preset(editor, preset)
+            widget.states[state_key({"mask": preset}, controls)] = {
+                "readout": editor._readout_html(), "grid": _mask_grid_html(editor),
+                "weights": editor._weights_table_html(), "forms": editor._forms_table_html()}
+    finally:
+        editor._mask, editor.align = start_mask, start_align
+        editor._refresh(cells=True)
+    return widget
+
+
+@register_exporter
+def _export_mask_editor(source: str, output: dict) -> StaticWidget | None:
+    """``mh.mask_editor(...)`` in a cell whose stored output is its widget: re-create it and export its presets."""
+    text = output.get("data", {}).get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    if not text.startswith("MaskEditor("):
+        return None
+    kwargs = _literal_call_arguments(source, "mask_editor")
+    if kwargs is None:
+        raise ValueError(f"a cell shows {text} but does not call mask_editor(...) itself; the site cannot copy it")
+    editor = mask_editor(**kwargs)
+    if repr(editor) != text:
+        raise ValueError(f"the stored output says {text} but mask_editor(**{kwargs}) gives {editor!r}: "
+                         "re-execute the notebook (tests/refresh_notebooks.py) before building the site")
+    return mask_editor_states(editor)
