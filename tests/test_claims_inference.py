@@ -335,3 +335,19 @@ def test_torch_is_causal_alone_raises_off_the_fast_path(E, heads):
     x = torch.randn(2, 5, E)
     with torch.no_grad(), pytest.raises(RuntimeError, match="Need attn_mask"):
         torch_mha(x, x, x, is_causal=True)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_stack_without_positions_gives_a_scrambled_image_the_same_class_output(seed):
+    """07 §7: "a ViT without positions would classify a scrambled image exactly like the original": through a stack of
+    Transformer blocks (attention and per-token MLPs), the class token's output ignores the patches' order."""
+    torch.manual_seed(seed)
+    embed = mh.PatchEmbedding(24, 6, 16)
+    blocks = nn.Sequential(*(mh.TransformerBlock(16, 4) for _ in range(3)))
+    patches = mh.patchify(mh.toy_image(24), 6)[None]
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(seed)).flip(0)
+    with torch.no_grad():
+        for positions in (False, True):
+            plain = blocks(embed.embed_patches(patches, with_positions=positions))
+            scrambled = blocks(embed.embed_patches(patches[:, perm], with_positions=positions))
+            assert torch.allclose(plain[:, 0], scrambled[:, 0], atol=1e-5) == (not positions)
