@@ -201,25 +201,96 @@ def train_lookup_model(
         model.load_state_dict(state)
         return model.eval(), list(losses)
 
+    bar = tqdm(total=steps, desc=f"{num_heads} head{'s' if num_heads > 1 else ''}", disable=not progress, leave=True)
+    model, losses = _train_lookup(num_heads, d_model, seed, steps, batch_size, lr, seq_len, vocab_size, bar=bar)
+    bar.close()
+    _TRAINED_LOOKUP_RUNS[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, list(losses))
+    return model.eval(), losses
+
+
+def _train_lookup(num_heads, d_model, seed, steps, batch_size, lr, seq_len, vocab_size, bar=None, every=None,
+                  on_check=None):
+    """The training loop of :func:`train_lookup_model` (arguments already checked). If ``every`` is given,
+    ``on_check(step, model)`` runs after every ``every`` steps (``step`` = steps done so far, model in eval mode);
+    when it returns True, training stops there. Returns ``(model, losses)``."""
     data = torch.Generator().manual_seed(10_000 + seed)
     losses: list[float] = []
     with _OneThread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
-        bar = tqdm(range(steps), desc=f"{num_heads} head{'s' if num_heads > 1 else ''}", disable=not progress,
-                   leave=True)
-        for step in bar:
+        for step in range(steps):
             tokens, targets = make_two_lookup_batch(batch_size, seq_len, vocab_size, generator=data)
             loss = _lookup_loss(model(tokens), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            if step % 20 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    _TRAINED_LOOKUP_RUNS[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, list(losses))
-    return model.eval(), losses
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0 or step == steps - 1:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if every is not None and (step + 1) % every == 0:
+                stop = on_check(step + 1, model.eval())
+                model.train()
+                if stop:
+                    break
+    return model, losses
+
+
+#: Finished runs of :func:`steps_to_solve`, by their arguments.
+_SOLVE_RUNS: dict[tuple, dict[str, object]] = {}
+
+
+def steps_to_solve(
+    num_heads: int,
+    seed: int = 0,
+    lr: float = 0.03,
+    max_steps: int = 1000,
+    d_model: int = 8,
+    every: int = 50,
+    threshold: float = 0.95,
+    num_examples: int = 500,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Train as :func:`train_lookup_model` does (same weights, same data for the same ``seed`` and ``lr``), but
+    check "both right" on the first ``num_examples`` test sequences after every ``every`` steps and stop as soon as
+    it reaches ``threshold``. Returns ``{"solved_at": step or None, "both": accuracy at the end, "curve": [(step,
+    both), ...]}``. This is *how fast* a setting learns the task, not only whether 150 steps suffice. Runs are
+    remembered for the session, like :func:`train_lookup_model`'s. ``progress`` shows a tqdm bar.
+    """
+    _check_positive_int("num_heads", num_heads)
+    _check_positive_int("max_steps", max_steps)
+    _check_positive_int("every", every)
+    _check_positive_int("num_examples", num_examples)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
+        raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.03, got lr={lr!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be a fraction in (0, 1], e.g. 0.95, got threshold={threshold!r}")
+    _check_bool("progress", progress)
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
+                         f"{', '.join(map(str, valid_head_counts(d_model)))}")
+    key = (num_heads, seed, float(lr), max_steps, d_model, every, float(threshold), num_examples)
+    if key not in _SOLVE_RUNS:
+        curve: list[tuple[int, float]] = []
+
+        def check(step: int, model: TinyLookupModel) -> bool:
+            curve.append((step, lookup_accuracy(model, num_examples=num_examples)["both"]))
+            return curve[-1][1] >= threshold
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_steps, desc=f"{num_heads} head{'s' if num_heads > 1 else ''}, lr {lr}",
+                   disable=not progress)
+        _train_lookup(num_heads, d_model, seed, max_steps, 64, lr, 8, 8, bar=bar, every=every, on_check=check)
+        bar.close()
+        solved = curve[-1][0] if curve and curve[-1][1] >= threshold else None
+        _SOLVE_RUNS[key] = {"solved_at": solved, "both": curve[-1][1] if curve else float("nan"), "curve": curve}
+    run = _SOLVE_RUNS[key]
+    return {"solved_at": run["solved_at"], "both": run["both"], "curve": list(run["curve"])}
 
 
 def lookup_test_set(num_examples: int = 2000, seq_len: int = 8, vocab_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,13 +387,21 @@ def head_count_sweep(
     return results
 
 
-def sweep_summary(results: dict[int, list[dict[str, float]]], key: str = "both") -> list[dict[str, float]]:
-    """One row per head count: ``num_heads``, ``mean``, ``min``, ``max`` of ``key`` accuracy over the seeds."""
+#: "Solved" means at least this share of test positions with both look-ups right.
+SOLVED_AT: float = 0.95
+
+
+def sweep_summary(
+    results: dict[int, list[dict[str, float]]], key: str = "both", threshold: float = SOLVED_AT
+) -> list[dict[str, float]]:
+    """One row per head count: ``num_heads``, ``mean``, ``min``, ``max`` of ``key`` accuracy over the seeds, and
+    ``solved``, how many seeds reached ``threshold`` (of ``runs``). A result that is either solved or stuck (the
+    usual case here) is better described by ``solved`` and the per-seed values than by its mean."""
     rows = []
     for h, runs in results.items():
         values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
         rows.append({"num_heads": h, "mean": float(values.mean()), "min": float(values.min()),
-                     "max": float(values.max())})
+                     "max": float(values.max()), "solved": int((values >= threshold).sum()), "runs": len(runs)})
     return rows
 
 
@@ -360,39 +439,37 @@ def plot_lookup_heads(
     return fig
 
 
-def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | None = None, ax=None):
-    """Accuracy against the number of heads, from :func:`head_count_sweep`'s results: "both look-ups right" as the
-    mean with min-max bars and every seed as a dot; each look-up's mean as a thin line; the 1-in-8 guessing level.
+def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | None = None, ax=None,
+                    steps: int | None = None):
+    """Accuracy against the number of heads, from :func:`head_count_sweep`'s results: every seed's "both look-ups
+    right" as a dot (a result that is solved or stuck is not summarised by a mean), "k of n solved" above each
+    column (:data:`SOLVED_AT`), and the 1-in-8 guessing level. ``steps`` (the training budget) goes into the title.
     Returns the ``Axes``."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 5.2))
     heads = list(results)
-    n_seeds = len(results[heads[0]])
     xs = list(range(len(heads)))  # evenly spaced, labelled with the head counts
-    for key, style in (("previous", {"ls": "--", "color": "tab:orange"}), ("first", {"ls": ":", "color": "tab:green"})):
-        means = [sum(r[key] for r in results[h]) / len(results[h]) for h in heads]
-        ax.plot(xs, [100 * m for m in means], marker=".", label=f"'{key}' right (mean)", **style)
     rows = sweep_summary(results)
-    means = [100 * r["mean"] for r in rows]
-    lower = [100 * (r["mean"] - r["min"]) for r in rows]
-    upper = [100 * (r["max"] - r["mean"]) for r in rows]
-    ax.errorbar(xs, means, yerr=[lower, upper], color="tab:blue", marker="o", capsize=5, lw=2,
-                label=f"both right: mean, min–max over {n_seeds} seeds")
-    for x, h in zip(xs, heads, strict=True):
+    for x, h, row in zip(xs, heads, rows, strict=True):
         runs = results[h]
-        offsets = [0.12 + 0.04 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]  # beside the bar, spread out
-        ax.scatter([x + o for o in offsets], [100 * r["both"] for r in runs], color="tab:blue", s=14, alpha=0.6,
-                   zorder=3, label="both right: one seed" if x == 0 else None)
+        offsets = [0.05 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]  # side by side, one per seed
+        ax.scatter([x + o for o in offsets], [100 * r["both"] for r in runs], color="tab:blue", s=28, zorder=3,
+                   label="both right: one seed" if x == 0 else None)
+        ax.scatter([x + o for o in offsets], [100 * r["previous"] for r in runs], color="tab:orange", marker="_",
+                   s=60, zorder=2, label="'previous' right: one seed" if x == 0 else None)
+        ax.text(x, 103, f"{row['solved']} of {row['runs']} solved", ha="center", fontsize=9)
+    ax.axhline(100 * SOLVED_AT, color="tab:blue", lw=0.8, ls=":", label=f"solved: both right ≥ {SOLVED_AT:.0%}")
     ax.axhline(100 / 8, color="grey", lw=1, ls="-.", label="guessing one look-up: 1 in 8")
     d_model = d_model if d_model is not None else heads[-1]
     ax.set_xticks(xs, [f"{h}\n(head_dim {d_model // h})" for h in heads])
-    ax.set_xlim(-0.4, len(heads) - 0.6)
+    ax.set_xlim(-0.5, len(heads) - 0.5)
     ax.set_xlabel(f"number of heads at d_model = {d_model}")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title("Same model size, different number of heads")
+    ax.set_ylim(0, 110)
+    budget = f" after {steps} training steps" if steps is not None else ""
+    ax.set_title(f"Same model size, different number of heads{budget}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     ax.figure.tight_layout()

@@ -1,0 +1,358 @@
+"""The series' conclusions, re-derived over several seeds or configurations — not only repeated.
+
+nbval proves that a notebook's outputs repeat; these tests prove that what its prose *concludes* from them holds
+beyond the one seed the notebook happens to use. Each test is named for the claim it backs, and the notebooks cite
+these names where they state a general fact (``tests/test_claims.py::test_...``). A claim that held for one seed
+only would fail here.
+
+Tests marked ``slow`` retrain tiny models for thousands of steps (minutes on one core); they run only when the
+environment variable ``MHA_SLOW_CLAIMS=1`` is set. Everything else is kept small (about a minute on one core).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mha_helpers as mh
+
+SEEDS = (0, 1, 2, 3, 4)
+slow = pytest.mark.skipif(os.environ.get("MHA_SLOW_CLAIMS") != "1",
+                          reason="slow claim (minutes of training): set MHA_SLOW_CLAIMS=1 to run it")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is fastest, and the other helpers' processes get the other core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- 01: three projections --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_01_shared_W_q_W_k_biases_tokens_towards_themselves(seed):
+    torch.manual_seed(seed)
+    x = mh.toy_embeddings(mh.SENTENCE)  # (1, 6, 8)
+    W_q, W_k = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False)
+    with torch.no_grad():
+        shared = W_q(x) @ W_q(x).transpose(-2, -1)  # (1, 6, 6)
+        separate = W_q(x) @ W_k(x).transpose(-2, -1)
+    weights = torch.softmax(shared / math.sqrt(8), dim=-1)
+    assert torch.allclose(shared, shared.transpose(-2, -1))  # the scores are symmetric ...
+    assert not torch.allclose(weights, weights.transpose(-2, -1))  # ... the row-normalised weights are not
+    own = (shared[0].argmax(dim=-1) == torch.arange(6)).sum().item()  # rows whose top score is the token itself
+    own_separate = (separate[0].argmax(dim=-1) == torch.arange(6)).sum().item()
+    assert own > own_separate, (own, own_separate)
+    self_weight = weights[0].diagonal().mean()
+    self_weight_separate = torch.softmax(separate / math.sqrt(8), dim=-1)[0].diagonal().mean()
+    assert self_weight > self_weight_separate and self_weight > 0.25 > 1 / 6, (self_weight, self_weight_separate)
+
+
+# ---- 02: why √d_k -----------------------------------------------------------------------------------------
+
+
+def _draws(seed: int, d: int, n: int = 500, n_keys: int = 8):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, 1, d, generator=gen, dtype=torch.float64)
+    k = torch.randn(n, n_keys, d, generator=gen, dtype=torch.float64)
+    return q, k
+
+
+def _query_gradient_norms(q, k, scale):
+    """‖∂w/∂q‖ per draw, computed from the Jacobian: ∂w/∂q = J (∂s/∂q) = J K · scale. (n,)"""
+    w = torch.softmax((q @ k.transpose(-2, -1)).squeeze(1) * scale, dim=-1)  # (n, n_keys)
+    jac = torch.diag_embed(w) - w[:, :, None] * w[:, None, :]  # (n, n_keys, n_keys)
+    return (jac @ k * scale).flatten(1).norm(dim=1)  # (n, n_keys, d) -> (n,)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_02_the_variance_of_q_dot_k_is_d_k_and_the_scale_brings_it_to_1(seed):
+    for d in (4, 64, 1024):
+        q, k = _draws(seed, d)
+        raw = (q @ k.transpose(-2, -1)).squeeze(1)
+        assert 0.85 * d < raw.var().item() < 1.15 * d
+        assert 0.85 < (raw / math.sqrt(d)).var().item() < 1.15
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_02_unscaled_softmax_saturates_and_its_jacobian_vanishes(seed):
+    largest, jac_median = [], []
+    for d in (1, 16, 256, 1024):
+        q, k = _draws(seed, d)
+        raw = (q @ k.transpose(-2, -1)).squeeze(1)
+        for scores, scaled in ((raw, False), (raw / math.sqrt(d), True)):
+            w = torch.softmax(scores, dim=-1)
+            jac = torch.diag_embed(w) - w[:, :, None] * w[:, None, :]
+            if scaled:
+                assert 0.25 < w.max(dim=-1).values.mean() < 0.45  # the scale keeps the softmax where it was
+                assert 0.3 < jac.flatten(1).norm(dim=1).median() < 0.45
+            else:
+                largest.append(w.max(dim=-1).values.mean().item())
+                jac_median.append(jac.flatten(1).norm(dim=1).median().item())
+    assert largest == sorted(largest) and largest[-1] > 0.95  # towards one-hot
+    assert jac_median[-2] < 0.01 and jac_median[-1] < 1e-4  # the gradient through the softmax vanishes
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_02_unscaled_query_gradients_are_erratic(seed):
+    """Without the scale the gradient that reaches W_q (‖∂w/∂q‖) is larger than with it for the typical row at small
+    and middle d_k, spreads over orders of magnitude, and is near zero for most rows at large d_k; with the scale it
+    has one size for every d_k."""
+    for d in (1, 4, 16, 64, 256, 1024):
+        q, k = _draws(seed, d)
+        scaled = _query_gradient_norms(q, k, 1 / math.sqrt(d))
+        unscaled = _query_gradient_norms(q, k, 1.0)
+        assert 0.2 < scaled.median() < 0.45, d
+        if d in (4, 16):
+            assert unscaled.median() > 1.4 * scaled.median(), d  # the √d_k from ∂s/∂q wins
+        if d in (16, 64, 256):
+            assert unscaled.quantile(0.9) > 3 * scaled.quantile(0.9), d  # the unsaturated rows get more
+        if d == 64:
+            assert unscaled.quantile(0.9) / unscaled.quantile(0.1) > 100  # spread over orders of magnitude
+        if d == 256:
+            assert unscaled.median() < 0.2 * scaled.median()
+        if d == 1024:
+            assert unscaled.median() < 1e-3 and (unscaled < 0.01).double().mean() > 0.5
+
+
+def test_02_the_scale_is_a_temperature_that_can_be_folded_into_W_q():
+    for seed in SEEDS:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(6, 32, generator=gen)
+        W_q, W_k = torch.randn(16, 32, generator=gen), torch.randn(16, 32, generator=gen)
+        scaled = torch.softmax((x @ W_q.T) @ (x @ W_k.T).T / math.sqrt(16), dim=-1)
+        folded = torch.softmax((x @ (W_q / math.sqrt(16)).T) @ (x @ W_k.T).T, dim=-1)
+        assert torch.allclose(scaled, folded, atol=1e-6)
+
+
+# ---- 03: masks --------------------------------------------------------------------------------------------
+
+
+def _left_padded(seed: int):
+    torch.manual_seed(seed)
+    x = mh.toy_embeddings(["<pad>", "<pad>", "<pad>", "a", "dog", "ran"], d_model=8)
+    may_attend = mh.causal_mask(6) & torch.tensor([False] * 3 + [True] * 3)  # (6, 6): rows 0-2 see nothing
+    return x, may_attend
+
+
+@pytest.mark.parametrize("num_heads", [2, 4, 8])
+def test_03_nn_multihead_attention_eval_fast_path_gives_nan_for_fully_masked_rows(num_heads):
+    for seed in SEEDS:
+        x, may_attend = _left_padded(seed)
+        module = nn.MultiheadAttention(8, num_heads, batch_first=True)
+        dead = torch.tensor([True] * 3 + [False] * 3)
+        with torch.no_grad():
+            module.train()
+            out_train, _ = module(x, x, x, attn_mask=~may_attend, need_weights=False)
+            out_weights, _ = module(x, x, x, attn_mask=~may_attend, need_weights=True)
+            module.eval()
+            out_eval, _ = module(x, x, x, attn_mask=~may_attend, need_weights=False)
+        assert torch.isfinite(out_train).all()  # training mode: handed to F.scaled_dot_product_attention
+        assert torch.equal(out_weights.isnan().any(dim=-1)[0], dead)  # need_weights=True: NaN
+        assert torch.equal(out_eval.isnan().any(dim=-1)[0], dead)  # eval fast path: NaN again
+
+
+def test_03_sdpa_on_the_cpu_and_mh_give_zeros_for_fully_masked_rows():
+    for seed in SEEDS:
+        x, may_attend = _left_padded(seed)
+        q = torch.randn(1, 2, 6, 4, generator=torch.Generator().manual_seed(seed))
+        out = F.scaled_dot_product_attention(q, q, q, attn_mask=may_attend)
+        assert torch.equal(out[..., :3, :], torch.zeros_like(out[..., :3, :]))
+        ours, weights = mh.scaled_dot_product_attention(q, q, q, attn_mask=may_attend)
+        assert (weights[..., :3, :] == 0).all() and torch.isfinite(ours).all()
+
+
+def test_03_a_mask_in_the_other_convention_is_silently_wrong():
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        q, k, v = torch.randn(3, 1, 6, 8)
+        causal = mh.causal_mask(6)
+        right = F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+        wrong = F.scaled_dot_product_attention(q, k, v, attn_mask=~causal)  # no error ...
+        assert (right - wrong).abs().max() > 0.1  # ... and a different answer
+
+
+# ---- 04: splitting into heads -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_04_head_dim_limits_the_rank_of_the_scores_not_of_the_weights(seed):
+    torch.manual_seed(seed)
+    x = mh.toy_embeddings(mh.SENTENCE)  # (1, 6, 8)
+    W_q, W_k = nn.Linear(8, 8), nn.Linear(8, 8)
+    with torch.no_grad():
+        for W in (W_q, W_k):
+            nn.init.normal_(W.weight, std=0.4)
+        q, k = mh.split_heads(W_q(x), 4), mh.split_heads(W_k(x), 4)  # (1, 4, 6, 2)
+        scores = q @ k.transpose(-2, -1)
+        weights = torch.softmax(scores / math.sqrt(2), dim=-1)
+    assert max(torch.linalg.matrix_rank(scores, rtol=1e-4)[0].tolist()) <= 2
+    assert min(torch.linalg.matrix_rank(weights, rtol=1e-5)[0].tolist()) > 2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_04_a_3d_padding_mask_lands_on_the_wrong_heads_when_batch_equals_heads(seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = torch.randn(3, 2, 2, 6, 4, generator=gen)  # (batch 2, heads 2, seq 6, head_dim 4)
+    is_real = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])  # (batch, S)
+    _, w_3d = mh.scaled_dot_product_attention(q, k, v, attn_mask=is_real[:, None, :])  # no error
+    _, w_4d = mh.scaled_dot_product_attention(q, k, v, attn_mask=is_real[:, None, None, :])
+    assert w_3d[1, 0, :, 3:].sum() > 0.1  # sentence 1, head 0 got sentence 0's mask: attends to its pads
+    assert (w_3d[0, 1, :, 3:] == 0).all()  # sentence 0, head 1 got sentence 1's mask: real tokens blocked
+    assert (w_4d[1, :, :, 3:] == 0).all() and (w_4d[0, :, :, 3:] > 0).all()
+
+
+def test_04_each_head_divides_by_the_square_root_of_its_own_width():
+    for seed in SEEDS:
+        gen = torch.Generator().manual_seed(seed)
+        q, k, v = torch.randn(3, 1, 4, 6, 2, generator=gen)  # head_dim 2
+        _, w = mh.scaled_dot_product_attention(q, k, v)
+        assert torch.allclose(w, torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(2), dim=-1), atol=1e-6)
+
+
+# ---- 05: concat and W_o -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_05_W_o_mixes_every_head_and_the_average_map_is_flatter(seed):
+    torch.manual_seed(seed)
+    x = mh.toy_embeddings(mh.SENTENCE)
+    W_q, W_k, W_v, W_o = (nn.Linear(8, 8) for _ in range(4))
+    with torch.no_grad():
+        for W in (W_q, W_k, W_v):
+            nn.init.normal_(W.weight, std=0.4)
+        q, k, v = (mh.split_heads(W(x), 4) for W in (W_q, W_k, W_v))
+        heads, weights = mh.scaled_dot_product_attention(q, k, v)
+        assert torch.equal(mh.head_influence(heads) > 0, torch.eye(4).repeat_interleave(2, dim=0).bool())
+        assert (mh.head_influence(heads, W_o) > 0).all()
+    assert weights.mean(dim=1).max() < weights.max()  # the average's largest weight is below the sharpest head's
+
+
+# ---- 06: exploring heads ----------------------------------------------------------------------------------
+
+
+def _entropies(seed: int):
+    """For each head count of the explorer's module: (mean per-head entropy, entropy of the averaged map)."""
+    module = mh.explorer_module(d_model=16, seed=seed)
+    x = mh.toy_embeddings(mh.SENTENCE, d_model=16)
+    out = {}
+    with torch.no_grad():
+        for h in mh.valid_head_counts(16):
+            w = mh.head_attention_maps(module, x, h)[0]  # (heads, 6, 6)
+            out[h] = (float(mh.attention_entropy(w).mean()), float(mh.attention_entropy(w.mean(dim=0))))
+    return out
+
+
+def test_06_the_averaged_map_gets_flatter_with_more_heads():
+    mean_up = []
+    for seed in range(8):
+        ent = _entropies(seed)
+        averages = [ent[h][1] for h in sorted(ent)]
+        assert averages == sorted(averages) and averages[-1] > averages[0] + 0.5, (seed, averages)
+        assert all(ent[h][1] >= ent[h][0] - 1e-6 for h in ent)  # the average is at least as flat as the typical head
+        mean_up.append(ent[16][0] > ent[1][0])
+    # ... while the heads' own mean entropy does not move one way: up on some seeds, down on others
+    assert any(mean_up) and not all(mean_up)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_06_a_one_feature_head_points_at_its_largest_or_smallest_key(seed):
+    module = mh.explorer_module(d_model=16, seed=seed)
+    x = mh.toy_embeddings(mh.SENTENCE, d_model=16)
+    with torch.no_grad():
+        w16 = mh.head_attention_maps(module, x, num_heads=16)[0]  # (16, 6, 6)
+        k16 = mh.split_heads(module.W_k(x), 16)[0, :, :, 0]  # (16, 6)
+    favourite = w16.argmax(dim=-1)
+    extremes = torch.stack([k16.argmax(dim=-1), k16.argmin(dim=-1)], dim=-1)
+    assert (favourite[..., None] == extremes[:, None, :]).any(dim=-1).all()
+
+
+def test_06_random_heads_lean_towards_the_previous_token_but_none_is_a_previous_token_head():
+    for seed in SEEDS:
+        module = mh.explorer_module(d_model=16, seed=seed)
+        x = mh.toy_embeddings(mh.SENTENCE, d_model=16)
+        with torch.no_grad():
+            prev = mh.previous_token_share(mh.head_attention_maps(module, x, num_heads=8, causal=True)[0])
+        assert prev.max() < 0.8, (seed, prev)
+
+
+# ---- 08: what heads learn ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweep_150():
+    """The notebook's sweep: every head count of d_model 8, 5 seeds, 150 steps at lr 0.03."""
+    return mh.head_count_sweep(d_model=8, seeds=SEEDS, progress=False)
+
+
+def test_08_sweep_at_150_steps(sweep_150):
+    rows = {r["num_heads"]: r for r in mh.sweep_summary(sweep_150)}
+    assert rows[2]["solved"] == 5 and rows[4]["solved"] == 5
+    assert rows[1]["solved"] == 0 and rows[8]["solved"] == 0
+    stuck = [r for r in sweep_150[1] if r["previous"] < 0.2 and r["first"] > 0.95]
+    assert len(stuck) >= 4  # one head usually learns "first" and is still at chance on "previous"
+    assert all(r["first"] > 0.95 and r["both"] < 0.7 for r in sweep_150[8])
+
+
+def test_08_each_head_of_a_solved_2_head_model_carries_one_look_up(sweep_150):
+    tokens, _ = mh.lookup_test_set()
+    for seed in SEEDS:
+        model, _ = mh.train_lookup_model(2, seed=seed, progress=False)  # remembered from the sweep
+        shares = mh.attention_shares(mh.lookup_attention(model, tokens))  # (heads, 2)
+        prev_head = int(shares[:, 0].argmax())
+        first_head = 1 - prev_head
+        table = mh.ablation_table(model)
+        assert table[f"head {prev_head}"]["previous"] < 0.25 and table[f"head {prev_head}"]["first"] > 0.95, seed
+        assert table[f"head {first_head}"]["first"] < 0.25 and table[f"head {first_head}"]["previous"] > 0.95, seed
+
+
+@pytest.mark.parametrize("lr", [pytest.param(0.003, marks=slow), 0.01, 0.03])
+def test_08_two_and_four_heads_solve_fast_at_every_lr(lr):
+    for num_heads in (2, 4):
+        for seed in SEEDS:
+            run = mh.steps_to_solve(num_heads, seed=seed, lr=lr, max_steps=600, every=50)
+            assert run["solved_at"] is not None, (num_heads, lr, seed, run["both"])
+
+
+@slow
+def test_08_one_head_solves_with_a_longer_budget():
+    for seed in SEEDS:
+        run = mh.steps_to_solve(1, seed=seed, lr=0.01, max_steps=5000, every=50)
+        assert run["solved_at"] is not None, (seed, run["both"])
+        assert run["solved_at"] > 600  # and more slowly than 2 or 4 heads at any lr
+
+
+@slow
+def test_08_eight_heads_improve_with_a_longer_budget(sweep_150):
+    for seed, short in zip(SEEDS, sweep_150[8], strict=True):
+        run = mh.steps_to_solve(8, seed=seed, lr=0.01, max_steps=3000, every=100)
+        assert run["both"] > short["both"] + 0.15 and run["both"] > 0.75, (seed, run["both"], short["both"])
+
+
+# ---- 09: what heads cost ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 4, 8, 16])
+def test_09_flops_do_not_depend_on_the_head_count(num_heads):
+    x = torch.randn(1, 32, 64)
+    layer = mh.MultiHeadAttention(64, num_heads)
+    counted = mh.count_matmul_flops(partial(layer, x, x, x, need_weights=True))
+    assert counted == mh.attention_flops(1, 32, 64, num_heads)["total matmul FLOPs"]
+    assert counted == mh.attention_flops(1, 32, 64, 1)["total matmul FLOPs"]
+
+
+def test_09_flop_counter_counts_zero_for_the_cpu_flash_kernel():
+    for n in (16, 64, 128, 256, 512):
+        q = torch.randn(1, 2, n, 16)
+        assert mh.sdpa_kernel_used(q, q, q) == "_scaled_dot_product_flash_attention_for_cpu"
+        assert mh.count_matmul_flops(partial(F.scaled_dot_product_attention, q, q, q)) == 0
