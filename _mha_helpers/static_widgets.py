@@ -112,29 +112,43 @@ def _json_key(value: object) -> str:
 
 
 _EXPORTERS: list[Callable[[str, dict], StaticWidget | None]] = []
+_FALLBACK_EXPORTERS: list[Callable[[str, dict], StaticWidget | None]] = []
 
 
-def register_exporter(exporter: Callable[[str, dict], StaticWidget | None]):
-    """Add ``exporter(source, output) -> StaticWidget | None`` to those :func:`export_static_widget` tries."""
-    _EXPORTERS.append(exporter)
-    return exporter
+def register_exporter(exporter: Callable[[str, dict], StaticWidget | None] | None = None, *, fallback: bool = False):
+    """Add ``exporter(source, output) -> StaticWidget | None`` to those :func:`export_static_widget` tries.
+
+    Use it as a decorator, in the module that defines the widget (that module is imported with ``mha_helpers``).
+    ``fallback=True`` (``@register_exporter(fallback=True)``): tried only after every other exporter, for generic
+    exporters that could also claim a specific widget.
+    """
+    def add(function):
+        (_FALLBACK_EXPORTERS if fallback else _EXPORTERS).append(function)
+        return function
+
+    return add if exporter is None else add(exporter)
 
 
 def export_static_widget(source: str, output: dict) -> StaticWidget | None:
     """The kernel-free copy of the widget a code cell displays, or None if no exporter knows that widget.
 
     ``source``: the cell's code; ``output``: one of its stored outputs (a dict with ``data``), the one holding the
-    widget view. The first registered exporter that returns a widget wins.
+    widget view. Exporters are tried in the order they were registered, fallbacks last; the first that returns a
+    widget wins. ``mha_helpers`` is imported first, so that every helper module's exporters are registered.
     """
     if not isinstance(source, str):
         raise TypeError(f"source must be the cell's code as a str, got {type(source).__name__}")
     if not isinstance(output, dict):
         raise TypeError(f"output must be a notebook output dict (with 'data'), got {type(output).__name__}")
-    for exporter in _EXPORTERS:
+    import mha_helpers  # noqa: F401 - importing the map imports every module, and so registers their exporters
+
+    for exporter in [*_EXPORTERS, *_FALLBACK_EXPORTERS]:
         widget = exporter(source, output)
         if widget is not None:
             if not widget.states:
                 raise ValueError(f"exporter {exporter.__name__} returned a {widget.kind} widget with no states")
+            if widget.initial_key not in widget.states:
+                raise ValueError(f"exporter {exporter.__name__}: no state for the starting values {widget.initial_key}")
             return widget
     return None
 
@@ -304,7 +318,7 @@ def _control_values(w) -> list:
     return [value for _, value in w._options_full] if hasattr(w, "_options_full") else list(w.options)
 
 
-@register_exporter
+@register_exporter(fallback=True)
 def _export_label_widgets(source: str, output: dict) -> StaticWidget | None:
     """A self-contained cell that builds sliders/check boxes whose observers write into labels (00's split slider).
 

@@ -6,7 +6,8 @@
      slots:    [{name, type: "html"|"image"}]          rows: [[control or slot names], ...]
      states:   {"heads=4|enlarge=0|causal=false": {slot name: HTML or image URL}}   initial: the first key
    A key joins "name=" + keys[i] of each control, in order; a combination the live widget cannot reach has no state.
-   After each update the widget's dataset says what it shows: data-state (the key) and data-updated (a time stamp). */
+   After each update the widget's dataset says what it shows: data-state (the key) and data-updated (a time stamp);
+   data-preloaded counts the figures it fetches once it is near the screen, data-decoded those ready to show. */
 (function () {
   "use strict";
 
@@ -114,6 +115,7 @@
         box.appendChild(input);
         input.addEventListener("change", function () { index[c.name] = Number(input.value); show(c.name); });
       }
+      input.setAttribute("data-control", c.name);
       inputs[c.name] = input;
       return box;
     }
@@ -160,7 +162,8 @@
             seen[url] = true;
             var img = new Image();
             img.src = url;
-            if (img.decode) { img.decode().catch(function () {}); }
+            var done = function () { root.dataset.decoded = String(Number(root.dataset.decoded || 0) + 1); };
+            if (img.decode) { img.decode().then(done, done); } else { img.onload = img.onerror = done; }
             held.push(img);  // kept, so that the decoded image stays in memory
           }
         });
