@@ -9,19 +9,14 @@ import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_support import assert_hint, assert_passes, run, stub
 
 import mha_helpers as mh
 
 matplotlib.use("Agg")
 
-
-def _stub(*args):
-    raise NotImplementedError("your code here")
-
-
-def _run(checker, fn, capsys) -> tuple[bool, str]:
-    passed = checker(fn)
-    return passed, capsys.readouterr().out
+_stub = stub
+_run = run
 
 
 # ---- Exercise 1.1: project_qkv ------------------------------------------------------------------
@@ -33,8 +28,14 @@ def _project_qkv(x, W_q, W_k, W_v):
 
 @pytest.mark.parametrize(
     "fn",
-    [_project_qkv, lambda x, a, b, c: [F.linear(x, a), F.linear(x, b), F.linear(x, c)]],
-    ids=["matmul", "F.linear-as-list"],
+    [
+        _project_qkv,
+        lambda x, a, b, c: [F.linear(x, a), F.linear(x, b), F.linear(x, c)],
+        lambda x, a, b, c: tuple(torch.einsum("bsd,od->bso", x, w) for w in (a, b, c)),
+        lambda x, a, b, c: tuple(torch.matmul(x, w.transpose(0, 1)) for w in (a, b, c)),
+        lambda x, a, b, c: tuple(x.double() @ w.double().T for w in (a, b, c)),
+    ],
+    ids=["matmul", "F.linear-as-list", "einsum", "matmul-transpose", "float64"],
 )
 def test_project_qkv_accepts_right_answers(fn, capsys):
     passed, out = _run(mh.check_project_qkv, fn, capsys)
@@ -56,8 +57,13 @@ def test_project_qkv_says_not_yet_for_the_stub(capsys):
         (lambda x, a, b, c: (x @ a.T, x @ b.T), "of length 2"),
         (lambda x, a, b, c: (x @ a.T, x @ b.T, (x @ c.T).transpose(1, 2)), "V has shape (2, 6, 5), expected (2, 5, 6)"),
         (lambda x, a, b, c: (2 * x @ a.T, x @ b.T, x @ c.T), "Q has the right shape but wrong values"),
+        (lambda x, a, b, c: torch.stack([x @ a.T, x @ b.T, x @ c.T]), "one stacked tensor"),
+        (lambda x, a, b, c: (x @ a.T / math.sqrt(a.shape[0]), x @ b.T, x @ c.T), "scaled by 1/√d"),
+        (lambda x, a, b, c: (a @ x, b @ x, c @ x), "x @ W.T (x on the left)"),
+        (lambda x, a, b, c: (x @ a.T, x @ b.T, None), "V should be a torch.Tensor"),
     ],
-    ids=["no-transpose", "same-matrix", "swapped", "one-tensor", "two-tensors", "transposed-output", "scaled"],
+    ids=["no-transpose", "same-matrix", "swapped", "one-tensor", "two-tensors", "transposed-output", "scaled",
+         "stacked", "pre-scaled", "W-at-x", "None-inside"],
 )
 def test_project_qkv_names_the_mistake(fn, hint, capsys):
     passed, out = _run(mh.check_project_qkv, fn, capsys)
@@ -77,6 +83,22 @@ def test_project_qkv_catches_code_that_only_works_for_square_weights(capsys):
 def test_project_qkv_reports_other_errors_without_raising(capsys):
     passed, out = _run(mh.check_project_qkv, lambda x, a, b, c: 1 / 0, capsys)
     assert not passed and "raised ZeroDivisionError" in out
+
+
+def test_project_qkv_explains_w_at_x(capsys):
+    def w_at_x(x, W_q, W_k, W_v):
+        return W_q @ x, W_k @ x, W_v @ x
+
+    assert_hint(mh.check_project_qkv, w_at_x, "the weight is on the left", capsys)
+
+
+def test_soft_lookup_accepts_numpy_and_float64(capsys):
+    def numpy_lookup(query, keys, values):
+        weights, result = _soft_lookup(query, keys, values)
+        return weights.numpy(), result.numpy()
+
+    assert_passes(mh.check_soft_lookup, numpy_lookup, capsys)
+    assert_passes(mh.check_soft_lookup, lambda q, k, v: _soft_lookup(q.double(), k.double(), v.double()), capsys)
 
 
 # ---- Exercise 1.2: soft_lookup ------------------------------------------------------------------
@@ -116,11 +138,14 @@ def _weights_then(weights_fn, result_fn=lambda w, k, v: w @ v):
         (_weights_then(lambda q, k: torch.softmax(k @ q, -1)[None]), "weights has shape (1, 3), expected (3,)"),
         (_weights_then(lambda q, k: torch.softmax(k @ q, -1), lambda w, k, v: w[:, None] * v), "did not add them up"),
         (_weights_then(lambda q, k: torch.softmax(k @ q, -1), lambda w, k, v: w @ k), "blends the keys"),
-        (_weights_then(lambda q, k: torch.softmax(k @ q, -1), lambda w, k, v: v.mean(0)), "not weights @ values"),
+        (_weights_then(lambda q, k: torch.softmax(k @ q, -1), lambda w, k, v: v.mean(0)), "plain mean of the values"),
+        (_weights_then(lambda q, k: torch.softmax(k @ q, -1), lambda w, k, v: 2 * w @ v), "not weights @ values"),
         (lambda q, k, v: torch.softmax(k @ q, -1), "return two tensors"),
+        (lambda q, k, v: tuple(reversed(_soft_lookup(q, k, v))), "wrong order"),
+        (_weights_then(lambda q, k: (k @ q) / (k @ q).sum()), "not a softmax"),
     ],
     ids=["no-softmax", "scaled", "hard", "negated", "exp-only", "extra-dim", "no-sum", "blend-keys", "mean",
-         "weights-only"],
+         "doubled", "weights-only", "wrong-order", "divide-by-sum"],
 )
 def test_soft_lookup_names_the_mistake(fn, hint, capsys):
     passed, out = _run(mh.check_soft_lookup, fn, capsys)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from checker_support import stub
 
 import mha_helpers as mh
 
@@ -152,21 +151,3 @@ def test_measure_peak_memory_sees_the_square_matrix():
     with pytest.raises(ValueError, match="method"):
         mh.measure_peak_memory([dict(method="fast", batch=1, heads=1, seq=8, head_dim=4)])
 
-
-def _kv_bytes(num_layers, num_heads, num_kv_heads, head_dim, seq_len, batch, bytes_per_value):
-    return 2 * num_layers * num_kv_heads * head_dim * seq_len * batch * bytes_per_value
-
-
-def test_check_kv_cache_bytes(capsys):
-    assert bool(mh.check_kv_cache_bytes(_kv_bytes)) is True
-    capsys.readouterr()
-
-    def only_keys(num_layers, num_heads, num_kv_heads, head_dim, seq_len, batch, bytes_per_value):
-        return num_layers * num_kv_heads * head_dim * seq_len * batch * bytes_per_value
-
-    def query_heads(num_layers, num_heads, num_kv_heads, head_dim, seq_len, batch, bytes_per_value):
-        return 2 * num_layers * num_heads * head_dim * seq_len * batch * bytes_per_value
-
-    for fn, words in ((only_keys, "keys AND the values"), (query_heads, "only the num_kv_heads"), (stub, "not yet")):
-        assert bool(mh.check_kv_cache_bytes(fn)) is False
-        assert words in capsys.readouterr().out

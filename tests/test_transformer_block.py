@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checker_support import run, stub
 from torch import nn
 
 import mha_helpers as mh
@@ -204,63 +203,3 @@ def test_bad_forward_inputs_raise_clear_errors(batch):
     with pytest.raises(TypeError, match="sentences"):
         mh.toy_batch("the cat sat")
 
-
-# ---- the checkers of notebook 07 ---------------------------------------------------------------------------
-
-
-def test_pre_norm_checker_accepts_the_solution(capsys):
-    ok, out = run(mh.check_pre_norm_sublayer, lambda x, norm, sublayer: x + sublayer(norm(x)), capsys)
-    assert ok and "✅" in out
-
-
-@pytest.mark.parametrize(
-    "fn, hint",
-    [
-        (lambda x, norm, sublayer: norm(x + sublayer(x)), "that is post-norm"),
-        (lambda x, norm, sublayer: sublayer(norm(x)), "residual connection is missing"),
-        (lambda x, norm, sublayer: x + norm(sublayer(x)), "norm is in the wrong place"),
-        (lambda x, norm, sublayer: x + sublayer(x), "LayerNorm is missing"),
-        (lambda x, norm, sublayer: x[:, 0], "keeps the shape"),
-    ],
-)
-def test_pre_norm_checker_names_the_mistake(fn, hint, capsys):
-    ok, out = run(mh.check_pre_norm_sublayer, fn, capsys)
-    assert not ok and "❌" in out and hint in out, out
-
-
-def solution_mask(lengths, seq_len):
-    future = ~mh.causal_mask(seq_len)
-    padding = mh.padding_mask(lengths, seq_len)
-    return future[None, :, :] | padding[:, None, :]
-
-
-def test_causal_padding_checker_accepts_the_solution(capsys):
-    ok, out = run(mh.check_causal_padding_mask, solution_mask, capsys)
-    assert ok and "✅" in out
-
-
-@pytest.mark.parametrize(
-    "fn, hint",
-    [
-        (lambda lengths, L: ~solution_mask(lengths, L), "wrong way round"),
-        (lambda lengths, L: solution_mask(lengths, L).transpose(1, 2), "rows and columns swapped"),
-        (lambda lengths, L: (~mh.causal_mask(L)).expand(len(lengths), L, L).clone(), "only the causal part"),
-        (lambda lengths, L: mh.padding_mask(lengths, L)[:, None, :].expand(len(lengths), L, L).clone(),
-         "only the padding part"),
-        (lambda lengths, L: ~mh.causal_mask(L), "needs a batch axis"),
-        (lambda lengths, L: solution_mask(lengths, L).float(), "boolean mask"),
-    ],
-)
-def test_causal_padding_checker_names_the_mistake(fn, hint, capsys):
-    ok, out = run(mh.check_causal_padding_mask, fn, capsys)
-    assert not ok and "❌" in out and hint in out, out
-
-
-@pytest.mark.parametrize("checker", [mh.check_pre_norm_sublayer, mh.check_causal_padding_mask])
-def test_checkers_say_not_yet_for_the_stub_and_leave_the_random_state_alone(checker, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    ok, out = run(checker, stub, capsys)
-    assert not ok and "⏳" in out and "not yet" in out
-    assert torch.equal(torch.rand(3), expected)

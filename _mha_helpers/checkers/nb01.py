@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .core import _call_student, _shape_hint, exercise_checker
+from .core import _as_tensor, _call_student, _close, _describe_case, _pair_hint, _shape_hint, exercise_checker
 
 
 def _reference_project_qkv(
@@ -34,7 +34,8 @@ def check_project_qkv(fn: Callable) -> str | None:
         weights = [torch.randn(d_out, d_model, generator=g) for _ in range(3)]
         expected = _reference_project_qkv(x, *weights)
         try:
-            got = _call_student(fn, x.clone(), *(w.clone() for w in weights))
+            with _describe_case(f"x of shape {tuple(x.shape)} and weights of shape ({d_out}, {d_model})"):
+                got = _call_student(fn, x.clone(), *(w.clone() for w in weights))
         except RuntimeError as exc:
             if d_out == d_model:
                 raise
@@ -42,28 +43,34 @@ def check_project_qkv(fn: Callable) -> str | None:
                 f"your function works for square weights but raised for W_q of shape ({d_out}, {d_model}) "
                 f"(out_features, in_features), as nn.Linear stores it: use x @ W_q.T. The error was: {exc}"
             )
+        if isinstance(got, torch.Tensor) and tuple(got.shape) == (3, *expected[0].shape):
+            return "you returned one stacked tensor: return the three projections separately, `return Q, K, V`"
         if isinstance(got, torch.Tensor) or not isinstance(got, (tuple, list)) or len(got) != 3:
             return f"return three tensors, `return Q, K, V`; got {type(got).__name__}" + (
                 f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
             )
         for name, out, want, w in zip("QKV", got, expected, weights, strict=True):
-            hint = _shape_hint(name, out, want.shape)
+            hint = _shape_hint(name, out, want.shape, "(batch, seq, d_out)", f"for x of shape {tuple(x.shape)}")
             if hint:
-                return hint + f" for x of shape {tuple(x.shape)}: each projection maps d_model={d_model} -> {d_out}"
-            out = out.detach().float()  # compare values whatever the student's dtype or autograd state
-            if torch.allclose(out, want, atol=1e-5):
+                return f"{hint}: each projection maps d_model={d_model} -> d_out={d_out}"
+            if _close(out, want):
                 continue
-            if torch.allclose(out, x @ w, atol=1e-5):
+            if d_out == d_model and _close(out, x @ w):
                 return (
                     f"{name} equals x @ W_{name.lower()} without the transpose: nn.Linear stores its weight as "
                     f"(out_features, in_features), so the projection is x @ W_{name.lower()}.T"
                 )
             for other, other_want in zip("QKV", expected, strict=True):
-                if other != name and torch.allclose(out, other_want, atol=1e-5):
+                if other != name and _close(out, other_want):
                     return (
                         f"your {name} equals x @ W_{other.lower()}.T: {name} must use its own matrix W_{name.lower()} "
                         f"(and return them in the order Q, K, V)"
                     )
+            if _close(out, want / math.sqrt(d_out)) or _close(out, want / math.sqrt(d_model)):
+                return (
+                    f"{name} is scaled by 1/√d: the projection is only x @ W_{name.lower()}.T; the 1/√d_k scale "
+                    "comes in notebook 02 and applies to the scores Q Kᵀ, not to Q"
+                )
             return f"{name} has the right shape but wrong values; expected x @ W_{name.lower()}.T"
     return None
 
@@ -91,38 +98,42 @@ def check_soft_lookup(fn: Callable) -> str | None:
         keys = torch.randn(S, d, generator=g) * 1.5
         values = torch.randn(S, d_v, generator=g)
         want_w, want_r = _reference_soft_lookup(query, keys, values)
-        got = _call_student(fn, query.clone(), keys.clone(), values.clone())
-        if isinstance(got, torch.Tensor) or not isinstance(got, (tuple, list)) or len(got) != 2:
-            return f"return two tensors, `return weights, result`; got {type(got).__name__}" + (
-                f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
-            )
-        weights, result = got
-        hint = _shape_hint("weights", weights, (S,))
+        case = f"query ({d},), keys ({S}, {d}), values ({S}, {d_v})"
+        with _describe_case(case):
+            got = _call_student(fn, query.clone(), keys.clone(), values.clone())
+        hint = _pair_hint(got, "weights, result", (want_w.shape, want_r.shape))
         if hint:
-            return hint + f" (one weight per key; keys has shape {tuple(keys.shape)})"
-        weights = weights.detach().float()  # compare values whatever the student's dtype or autograd state
+            return hint
+        weights, result = (_as_tensor(t) for t in got)
+        hint = _shape_hint("weights", weights, (S,), "(S,)", f"for {case}")
+        if hint:
+            return hint + ": one weight per key"
         scores = keys @ query  # (S,)
-        if not torch.allclose(weights, want_w, atol=1e-5):
-            if torch.allclose(weights, scores, atol=1e-5):
+        if not _close(weights, want_w):
+            if _close(weights, scores):
                 return (
                     "your weights are the raw scores keys @ query: pass them through torch.softmax so they sum to 1"
                 )
-            if torch.allclose(weights, torch.softmax(scores / math.sqrt(d), dim=-1), atol=1e-5):
+            if _close(weights, torch.softmax(scores / math.sqrt(d), dim=-1)):
                 return (
                     "your weights are softmax(scores / √d): the √d scaling comes in notebook 02; "
                     "here use softmax(keys @ query)"
                 )
-            if torch.allclose(weights, F.one_hot(scores.argmax(), S).to(weights.dtype)):
+            if _close(weights, F.one_hot(scores.argmax(), S).to(torch.float32)):
                 return (
                     "your weights are one-hot (1 for the best key, 0 elsewhere): that is the hard look-up; "
                     "use torch.softmax for the soft one"
                 )
-            if torch.allclose(weights, torch.softmax(-scores, dim=-1), atol=1e-5):
+            if _close(weights, torch.softmax(-scores, dim=-1)):
                 return (
                     "your weights favour the keys LEAST like the query: use softmax(+scores), not softmax(-scores)"
                 )
-            if not torch.allclose(weights.sum(), torch.tensor(1.0), atol=1e-4):
-                return f"your weights sum to {float(weights.sum()):.3g}, not 1: did you apply torch.softmax?"
+            if _close(weights, scores / scores.sum()) or _close(weights, scores.abs() / scores.abs().sum()):
+                return ("you divided the scores by their sum: that is not a softmax (scores can be negative); "
+                        "use torch.softmax(scores, dim=-1), which takes exp first")
+            total = float(weights.double().sum())
+            if not abs(total - 1.0) < 1e-4:
+                return f"your weights sum to {total:.3g}, not 1: did you apply torch.softmax?"
             return (
                 "your weights sum to 1 but differ from softmax(keys @ query): score each key by its dot product "
                 "with the query"
@@ -132,12 +143,15 @@ def check_soft_lookup(fn: Callable) -> str | None:
                 f"result has shape {(S, d_v)}: you weighted each value but did not add them up; "
                 f"the blend is one vector of shape ({d_v},), e.g. weights @ values"
             )
-        hint = _shape_hint("result", result, (d_v,))
+        if d_v != d and isinstance(result, torch.Tensor) and _close(result, want_w @ keys):
+            return "your result blends the keys: keys are only for matching, blend the values (weights @ values)"
+        hint = _shape_hint("result", result, (d_v,), "(d_v,)", f"for {case}")
         if hint:
-            return hint + " (one blended value)"
-        result = result.detach().float()
-        if not torch.allclose(result, want_r, atol=1e-5):
-            if d_v == d and torch.allclose(result, weights @ keys, atol=1e-5):
+            return hint + ": one blended value"
+        if not _close(result, want_r):
+            if d_v == d and _close(result, want_w @ keys):
                 return "your result blends the keys: keys are only for matching, blend the values (weights @ values)"
+            if _close(result, values.mean(dim=0)):
+                return "your result is the plain mean of the values: weight each value by its softmax weight"
             return "your weights are right but result is not weights @ values (the weighted sum of the values)"
     return None

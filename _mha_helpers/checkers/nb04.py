@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..attention import split_heads
-from .core import _call_student, _matches, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
 
 
 def _split_heads_cases() -> list[tuple[torch.Tensor, int]]:
@@ -28,10 +28,16 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str | 
         batch, seq, d_model = x.shape
         head_dim = d_model // num_heads
         expected = split_heads(x, num_heads)  # (batch, heads, seq, head_dim)
-        got = _call_student(fn, x.clone(), num_heads)
+        case = f"x of shape {tuple(x.shape)} and num_heads={num_heads}"
+        with _describe_case(case):
+            got = _call_student(fn, x.clone(), num_heads)
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
+        got = got.detach().cpu()
         shape = tuple(got.shape)
+        if shape == (batch * num_heads, seq, head_dim):
+            return (f"your output has shape {shape} = (batch * heads, seq, head_dim): you folded the batch and the "
+                    f"heads into one dim; keep them apart, (batch, heads, seq, head_dim) = {tuple(expected.shape)}")
         if shape == (batch, seq, num_heads, head_dim):
             return (
                 f"your output has shape {shape} = (batch, seq, heads, head_dim): the view is right, now bring the "
@@ -43,22 +49,24 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str | 
                 f"(batch, heads, seq, head_dim) = {tuple(expected.shape)}; after the view to (batch, seq, heads, "
                 "head_dim) swap axes 1 and 2 only"
             )
-        hint = _shape_hint("your output", got, expected.shape)
+        hint = _shape_hint("your output", got, expected.shape, "(batch, heads, seq, head_dim)", f"for {case}")
         if hint:
-            return f"{hint} = (batch, heads, seq, head_dim) for x of shape {tuple(x.shape)} and num_heads={num_heads}"
-        if _matches(got, x.reshape(batch, num_heads, seq, head_dim)):
+            return hint
+        if _close(got, x.reshape(batch, num_heads, seq, head_dim)):
             return (
                 "you reshaped straight to (batch, heads, seq, head_dim): tokens are scrambled (head 0's rows are the "
                 "first tokens' features, cut in pieces) — view to (batch, seq, heads, head_dim) first, then "
                 "transpose(1, 2)"
             )
-        if _matches(got, x.reshape(batch, seq, head_dim, num_heads).permute(0, 3, 1, 2)):
+        if _close(got, x.reshape(batch, seq, head_dim, num_heads).permute(0, 3, 1, 2)):
             return (
                 f"features interleaved: your head h gets features h, h + {num_heads}, h + {2 * num_heads}, ...; "
                 "each head owns a block of head_dim consecutive features: view to (batch, seq, heads, head_dim)"
             )
-        if not _matches(got, expected):
-            bad = ((got.detach().float() - expected).abs() > 1e-5).any(dim=0).any(dim=-1)  # (heads, seq)
+        if not _close(got, expected):
+            bad = ((got.double() - expected.double()).abs() > 1e-5).any(dim=0).any(dim=-1)  # (heads, seq)
+            if not bool(bad.any()):  # NaN somewhere, or a difference below the per-entry threshold
+                return "right shape, but the values differ from x's features (NaN, or rounded?)"
             h, t = (int(i) for i in bad.nonzero()[0])
             return (
                 f"right shape, wrong values: e.g. head {h}, token {t} should hold features "
@@ -79,24 +87,29 @@ def check_head_weight(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> s
         head_dim = d_model // num_heads
         rows = slice(head * head_dim, (head + 1) * head_dim)
         expected = weight[rows]  # (head_dim, d_model)
-        got = _call_student(fn, weight.clone(), head, num_heads)
-        if _matches(got, weight[:, rows]) or _matches(got, weight[:, rows].T):
+        with _describe_case(f"a ({d_model}, {d_model}) weight, head={head}, num_heads={num_heads}"):
+            got = _call_student(fn, weight.clone(), head, num_heads)
+        if _close(got, weight[rows].T) and head_dim != d_model:
+            return (f"your block is transposed, ({d_model}, {head_dim}) = (d_model, head_dim): the rows of nn.Linear's "
+                    f"weight are its outputs, so head {head}'s block is weight[rows], of shape (head_dim, d_model)")
+        if _close(got, weight[:, rows]) or _close(got, weight[:, rows].T):
             return (
                 "you took a block of columns: nn.Linear's weight has shape (out_features, in_features) and computes "
                 "x @ weight.T, so a head, which owns a block of OUTPUT features, owns a block of ROWS"
             )
-        if _matches(got, weight[head::num_heads]):
+        if _close(got, weight[head::num_heads]):
             return (
                 f"you took rows head, head + {num_heads}, head + {2 * num_heads}, ...; a head owns a block of head_dim "
                 "CONSECUTIVE rows, "
                 "weight[head * head_dim : (head + 1) * head_dim]"
             )
-        hint = _shape_hint("your block", got, expected.shape)
+        hint = _shape_hint("your block", got, expected.shape, "(head_dim, d_model)",
+                           f"for a ({d_model}, {d_model}) weight and num_heads={num_heads}")
         if hint:
-            return f"{hint} = (head_dim, d_model) for a ({d_model}, {d_model}) weight and num_heads={num_heads}"
-        if not _matches(got, expected):
+            return hint
+        if not _close(got, expected):
             for other in range(num_heads):
-                if _matches(got, weight[other * head_dim : (other + 1) * head_dim]):
+                if _close(got, weight[other * head_dim : (other + 1) * head_dim]):
                     return f"you returned head {other}'s rows for head={head}: head h owns rows h*head_dim ... (h+1)*head_dim - 1"
             return f"right shape, wrong values: for head={head}, num_heads={num_heads} expected weight[{rows.start}:{rows.stop}]"
     return None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..attention import merge_heads, split_heads
-from .core import _call_student, _matches, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
 
 _VIEW_HINT = (
     "view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to each other in "
@@ -35,33 +35,42 @@ def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
         batch, num_heads, seq, head_dim = x.shape
         d_model = num_heads * head_dim
         expected = merge_heads(x)  # (batch, seq, d_model)
+        case = f"x of shape {tuple(x.shape)}"
         try:
-            got = _call_student(fn, x.clone())
+            with _describe_case(case):
+                got = _call_student(fn, x.clone())
         except RuntimeError as exc:
             if "view size is not compatible" in str(exc):
                 return _VIEW_HINT
             raise
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
+        got = got.detach().cpu()
+        if tuple(got.shape) == (batch, seq, head_dim) and (_close(got, x.sum(1)) or _close(got, x.mean(1))):
+            return ("you added (or averaged) the heads: merging CONCATENATES them, each head keeps its own head_dim "
+                    "features side by side -> (batch, seq, heads * head_dim)")
+        if tuple(got.shape) == (batch, num_heads * seq, head_dim):
+            return (f"your output has shape {tuple(got.shape)} = (batch, heads * seq, head_dim): you stacked the heads "
+                    "along the sequence; concatenate them along the FEATURES (the last dim)")
         if tuple(got.shape) == (batch, seq, num_heads, head_dim):
             return (
                 f"your output has shape {tuple(got.shape)} = (batch, seq, heads, head_dim): you transposed back, now "
                 f"merge the last two axes with .reshape(batch, seq, heads * head_dim) to get {tuple(expected.shape)}"
             )
-        hint = _shape_hint("your output", got, expected.shape)
+        hint = _shape_hint("your output", got, expected.shape, "(batch, seq, heads * head_dim)", f"for {case}")
         if hint:
-            return f"{hint} = (batch, seq, heads * head_dim) for x of shape {tuple(x.shape)}"
-        if _matches(got, x.reshape(batch, seq, d_model)):
+            return hint
+        if _close(got, x.reshape(batch, seq, d_model)):
             return (
                 "forgot to transpose back: reshaping (batch, heads, seq, head_dim) straight to (batch, seq, d_model) "
                 "scrambles the tokens — .transpose(1, 2) to (batch, seq, heads, head_dim) first, then reshape"
             )
-        if _matches(got, x.permute(0, 2, 3, 1).reshape(batch, seq, d_model)):
+        if _close(got, x.permute(0, 2, 3, 1).reshape(batch, seq, d_model)):
             return (
                 "features interleaved: you put head_dim before heads (e.g. permute(0, 2, 3, 1)), so the heads' "
                 "features alternate; transpose(1, 2) keeps each head's head_dim features together"
             )
-        if not _matches(got, expected):
+        if not _close(got, expected):
             return "right shape, wrong values: output[:, t, h*head_dim:(h+1)*head_dim] should be x[:, h, t, :]"
     return None
 
@@ -79,11 +88,15 @@ def _mha_forward_variant(
     scrambled_split: bool = False,
     scrambled_merge: bool = False,
     use_W_o: bool = True,
+    bias: bool = True,
 ) -> torch.Tensor:
     """The MHA forward ``(batch, seq, d_model) -> (batch, seq, d_model)``, or one of its typical mistakes (keywords)."""
     batch, seq, d_model = x.shape
     head_dim = d_model // num_heads
-    q, k, v = W_q(x), W_k(x), W_v(x)  # (batch, seq, d_model) each
+    if bias:
+        q, k, v = W_q(x), W_k(x), W_v(x)  # (batch, seq, d_model) each
+    else:  # wrong: x @ W.weight.T alone drops the Linear's bias
+        q, k, v = (x @ W.weight.T for W in (W_q, W_k, W_v))
     if scrambled_split:
         q, k, v = (t.reshape(batch, num_heads, seq, head_dim) for t in (q, k, v))  # wrong: tokens mixed
     else:
@@ -95,7 +108,9 @@ def _mha_forward_variant(
         merged = heads.reshape(batch, seq, d_model)  # wrong: no transpose back
     else:
         merged = merge_heads(heads)  # (batch, seq, d_model)
-    return W_o(merged) if use_W_o else merged
+    if not use_W_o:
+        return merged
+    return W_o(merged) if bias else merged @ W_o.weight.T
 
 
 def _random_linear(d_in: int, d_out: int, g: torch.Generator) -> nn.Linear:
@@ -118,8 +133,10 @@ def check_mha_forward(fn: Callable[..., torch.Tensor]) -> str | None:
     g = torch.Generator().manual_seed(506)
     mistakes = (
         ({"use_W_o": False}, "you returned the merged heads: apply the output projection W_o last"),
-        ({"scale": 1.0}, "the 1/sqrt(head_dim) scale is missing: divide the scores Q Kᵀ by sqrt(head_dim)"),
-        (None, "you scaled by 1/sqrt(d_model); each head's dot products have head_dim terms: use 1/sqrt(head_dim)"),
+        ({"scale": 1.0}, "the 1/√head_dim scale is missing: divide the scores Q Kᵀ by head_dim ** 0.5"),
+        (None, "you scaled by 1/√d_model; each head's dot products have head_dim terms: divide by head_dim ** 0.5"),
+        ({"bias": False}, "the Linear layers' biases are missing: call the modules, W_q(x), instead of multiplying "
+                          "by W_q.weight.T alone"),
         ({"softmax_dim": -2}, "softmax over the wrong axis: each query's row (the last axis, over keys) must sum to 1"),
         ({"scrambled_split": True}, "tokens scrambled in the split: view to (batch, seq, heads, head_dim), then "
                                     "transpose(1, 2) — not a reshape straight to (batch, heads, seq, head_dim)"),
@@ -132,7 +149,8 @@ def check_mha_forward(fn: Callable[..., torch.Tensor]) -> str | None:
         with torch.no_grad():
             expected = _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads)
             try:
-                got = _call_student(fn, x.clone(), W_q, W_k, W_v, W_o, num_heads)
+                with _describe_case(f"x of shape {tuple(x.shape)} and num_heads={num_heads}"):
+                    got = _call_student(fn, x.clone(), W_q, W_k, W_v, W_o, num_heads)
             except RuntimeError as exc:
                 if "view size is not compatible" in str(exc):
                     return _VIEW_HINT
@@ -141,22 +159,23 @@ def check_mha_forward(fn: Callable[..., torch.Tensor]) -> str | None:
             return "return only the output tensor (batch, seq, d_model), not a tuple"
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
+        got = got.detach().cpu()
         head_dim = d_model // num_heads
         if tuple(got.shape) == (batch, num_heads, seq, head_dim):
             return (
                 f"your output has shape {tuple(got.shape)} = (batch, heads, seq, head_dim): merge the heads "
                 "(transpose(1, 2), reshape to (batch, seq, d_model)) and apply W_o"
             )
-        hint = _shape_hint("your output", got, expected.shape)
+        hint = _shape_hint("your output", got, expected.shape, "(batch, seq, d_model)")
         if hint:
-            return f"{hint} = (batch, seq, d_model)"
-        if _matches(got, expected, atol=1e-4):
+            return hint
+        if _close(got, expected):
             continue
         with torch.no_grad():
             for kwargs, why in mistakes:
                 kwargs = {"scale": 1.0 / math.sqrt(d_model)} if kwargs is None else kwargs
-                if _matches(got, _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs), atol=1e-4):
+                if _close(got, _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, **kwargs)):
                     return why
-        diff = float((got.detach().float() - expected).abs().max())
+        diff = float((got.double() - expected.double()).abs().max())
         return f"right shape, wrong values (largest difference {diff:.3g}); check each step's shape against the notebook"
     return None

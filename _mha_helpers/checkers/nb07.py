@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..attention import causal_mask, padding_mask
-from .core import _call_student, _matches, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
 from .nb05 import _random_linear
 
 
@@ -20,6 +21,9 @@ def _pre_norm_variants(x, norm, sublayer) -> dict[str, torch.Tensor]:
         "no residual": sublayer(norm(x)),
         "norm after": x + norm(sublayer(x)),
         "no norm": x + sublayer(x),
+        "normed residual": norm(x) + sublayer(norm(x)),
+        "extra norm": norm(x + sublayer(norm(x))),
+        "fresh norm": x + sublayer(F.layer_norm(x, x.shape[-1:])),
     }
 
 
@@ -35,6 +39,10 @@ def check_pre_norm_sublayer(fn: Callable[..., torch.Tensor]) -> str | None:
         "no residual": "the residual connection is missing: add x back, x + sublayer(norm(x))",
         "norm after": "the norm is in the wrong place: it goes before the sub-layer, x + sublayer(norm(x))",
         "no norm": "the LayerNorm is missing: the sub-layer should see norm(x), not x",
+        "normed residual": "the residual adds norm(x); it must add the untouched x: x + sublayer(norm(x))",
+        "extra norm": "one norm too many: pre-norm does not normalise the sum; return x + sublayer(norm(x)) as it is",
+        "fresh norm": "you normalised with a new LayerNorm (or F.layer_norm without its weights): use the `norm` "
+                      "passed in, whose scale and shift are the block's own parameters",
     }
     for batch, L, d in ((2, 5, 8), (1, 3, 6)):
         x = torch.randn(batch, L, d, generator=g) * 3 + 1  # far from normalised, so a missing norm shows
@@ -44,14 +52,15 @@ def check_pre_norm_sublayer(fn: Callable[..., torch.Tensor]) -> str | None:
             norm.weight.copy_(1.0 + 0.5 * torch.randn(d, generator=g))
             norm.bias.copy_(0.5 * torch.randn(d, generator=g))
             variants = _pre_norm_variants(x, norm, sublayer)
-            got = _call_student(fn, x.clone(), norm, sublayer)
-        hint = _shape_hint("your output", got, x.shape)
+            with _describe_case(f"x of shape {tuple(x.shape)}"):
+                got = _call_student(fn, x.clone(), norm, sublayer)
+        hint = _shape_hint("your output", got, x.shape, "(batch, L, d_model)")
         if hint:
-            return f"{hint}: a residual sub-layer keeps the shape (batch, L, d_model)"
-        if _matches(got, variants["right"]):
+            return f"{hint}: a residual sub-layer keeps the shape"
+        if _close(got, variants["right"]):
             continue
         for name, expected in variants.items():
-            if name != "right" and _matches(got, expected):
+            if name != "right" and _close(got, expected):
                 return hints[name]
         return "right shape, wrong values: compute h = norm(x), then return x + sublayer(h)"
     return None
@@ -70,17 +79,22 @@ def check_causal_padding_mask(fn: Callable[[Sequence[int], int], torch.Tensor]) 
     (nn.MultiheadAttention's convention): j is in i's future, or j is padding. Hints name the usual mistakes."""
     for lengths, seq_len in (([4, 2, 3], 4), ([5, 1], 6)):
         expected = _causal_padding_mask(lengths, seq_len)
-        got = _call_student(fn, list(lengths), seq_len)
+        with _describe_case(f"lengths={lengths}, seq_len={seq_len}"):
+            got = _call_student(fn, list(lengths), seq_len)
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
+        got = got.detach().cpu()
         if got.dtype != torch.bool:
             return f"return a boolean mask (True = blocked), got dtype {got.dtype}; comparisons like >= give bools"
         if tuple(got.shape) == (seq_len, seq_len):
             return (f"your mask has shape {tuple(got.shape)}: each sentence has its own padding, so the mask needs a "
                     f"batch axis, (batch, L, L) = {tuple(expected.shape)}")
-        hint = _shape_hint("your mask", got, expected.shape)
+        if tuple(got.shape) == (len(lengths), 1, seq_len, seq_len):
+            return (f"your mask has shape {tuple(got.shape)}: no head axis here, the exercise asks for (batch, L, L) = "
+                    f"{tuple(expected.shape)}")
+        hint = _shape_hint("your mask", got, expected.shape, "(batch, L, L)", f"for lengths={lengths}")
         if hint:
-            return f"{hint} = (batch, L, L)"
+            return hint
         if torch.equal(got, expected):
             continue
         if torch.equal(got, ~expected):
@@ -91,7 +105,14 @@ def check_causal_padding_mask(fn: Callable[[Sequence[int], int], torch.Tensor]) 
         future = (~causal_mask(seq_len)).expand_as(expected)
         if torch.equal(got, future):
             return "only the causal part: also block the keys that are padding (padding_mask(lengths, seq_len))"
-        if torch.equal(got, padding_mask(lengths, seq_len)[:, None, :].expand_as(expected)):
+        padded = padding_mask(lengths, seq_len)[:, None, :].expand_as(expected)  # (batch, L, L), True at padding
+        if torch.equal(got, padded):
             return "only the padding part: also block every key j > i (the future), e.g. with ~mh.causal_mask(L)"
+        if torch.equal(got, causal_mask(seq_len)[None] | padded):
+            return ("mh.causal_mask is True where a query MAY attend, the opposite of this mask's convention: negate "
+                    "it, ~mh.causal_mask(seq_len), before combining it with the padding")
+        if torch.equal(got, future & padded):
+            return ("you combined the two with &, which blocks only keys that are BOTH future and padding: a key is "
+                    "blocked if EITHER holds, so use |")
         return "right shape, wrong entries: block (True) where key j > query i OR key j is padding"
     return None
