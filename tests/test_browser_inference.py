@@ -4,7 +4,7 @@ read-out, the weights and the three forms of the mask.
 One JupyterLab (127.0.0.1, random token, throw-away configuration; see tests/jupyterlab_driver.py) serves a cleared
 copy of notebook 10; headless Chromium runs all its cells, then clicks the editor as a student would. Without
 chromium the test skips, unless CI is "true": then a missing browser fails. On failure a screenshot of the editor goes
-to ``test-artifacts/``.
+to ``test-artifacts/`` (with ``MHA_BROWSER_SCREENSHOTS=1`` also before and after the clicks when it passes).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from jupyterlab_driver import CHROMIUM_ARGS, ROOT, JupyterLabServer, NotebookPag
 NOTEBOOK = ROOT / "notebooks" / "10_attention_at_inference.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+ALWAYS_SCREENSHOT = os.environ.get("MHA_BROWSER_SCREENSHOTS", "") == "1"
 
 
 def _unavailable(reason: str):
@@ -85,6 +86,9 @@ def test_mask_editor_reacts_to_clicks(page_of_notebook_10):
         editor.wait_for(timeout=30_000)
         editor.scroll_into_view_if_needed()
         start = _state(editor)
+        if ALWAYS_SCREENSHOT:
+            ARTIFACTS.mkdir(exist_ok=True)
+            editor.screenshot(path=str(ARTIFACTS / "10-mask-editor-start.png"))
         assert "15 of 18 allowed (causal, bottom_right)" in start["readout"], start["readout"]
 
         # Block query 0's four visible keys: the row becomes fully masked, and the editor says so.
@@ -95,6 +99,8 @@ def test_mask_editor_reacts_to_clicks(page_of_notebook_10):
         assert "11 of 18 allowed (custom)" in dead["readout"], dead["readout"]
         assert "NaN" in dead["readout"] and "NaN-prone" in dead["weights"], dead
         assert dead["forms"] != start["forms"], "the three forms of the mask did not change"
+        if ALWAYS_SCREENSHOT:
+            editor.screenshot(path=str(ARTIFACTS / "10-mask-editor-dead-row.png"))
 
         # Allow one of them again: the row is alive, its weight is 1.00 on that one key.
         editor.locator(".mha-cell-0-2").first.click()
