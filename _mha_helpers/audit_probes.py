@@ -128,7 +128,8 @@ def _module_reference(t, x: torch.Tensor, proj=None) -> torch.Tensor:
     hd = t.head_dim
     def heads(name, h):
         w, b = P[name]
-        return F.linear(x.double(), w.double(), None if b is None else b.double()).view(B, L, h, hd).transpose(1, 2)
+        y = F.linear(x.double(), w.double(), None if b is None else b.double())  # (B, L, h·hd)
+        return y.view(B, L, h, hd).transpose(1, 2)  # (B, L, h·hd) -> (B, h, L, hd)
     out = _reference(heads("q", t.num_heads), heads("k", t.num_kv_heads), heads("v", t.num_kv_heads), causal=t.causal)
     merged = out.transpose(1, 2).reshape(B, L, t.num_heads * hd)  # (B, H, L, hd) -> (B, L, d_model)
     w, b = P["o"]
@@ -481,7 +482,8 @@ def _scale_correct(t, d):
         w = out[0].view(n, H, hd)[:, :, :n].transpose(0, 1).reshape(H * n, n)  # (H·n queries, n keys)
         def heads(name, h):
             wt, b = P[name]
-            return F.linear(x, wt.detach().float(), None if b is None else b.detach().float()).view(n, h, hd).transpose(0, 1)
+            y = F.linear(x, wt.detach().float(), None if b is None else b.detach().float())[0]  # (n, h·hd)
+            return y.view(n, h, hd).transpose(0, 1)  # (n, h·hd) -> (h, n, hd)
         qs = heads("q", H)  # (H, n, hd)
         ks = heads("k", kv).repeat_interleave(H // kv, dim=0)
     w = w.detach().double()

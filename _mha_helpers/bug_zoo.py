@@ -141,12 +141,12 @@ class _SelfAttentionGFixed(ZooAttention):
     def forward(self, x, key_padding_mask=None):
         B, L, _ = x.shape
         H, hd = self.num_heads, self.head_dim
-        q, k, v = (self.split(W(x)).reshape(B * H, L, hd) for W in (self.W_q, self.W_k, self.W_v))
+        q, k, v = (self.split(W(x)).reshape(B * H, L, hd) for W in (self.W_q, self.W_k, self.W_v))  # (B·H, L, hd)
         mask = None
         if key_padding_mask is not None:  # row b·H + h is sequence b: each row of the mask H times in a row
             mask = ~key_padding_mask.repeat_interleave(H, dim=0)[:, None, :]
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.W_o(self.merge(heads.view(B, H, L, hd)))
+        return self.W_o(self.merge(heads.view(B, H, L, hd)))  # (B·H, L, hd) -> (B, H, L, hd) -> (B, L, d_model)
 
 
 class SelfAttentionH(ZooAttention):
@@ -251,10 +251,11 @@ class _CausalSelfAttentionFixed(CausalSelfAttention):
     def forward(self, x):
         B, T, C = x.shape
         hs = C // self.n_head
-        q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2) for t in self.c_attn(x).split(self.n_embd, dim=2))
+        q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+                   for t in self.c_attn(x).split(self.n_embd, dim=2))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # head size hs, not C
         att = torch.softmax(att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")), dim=-1)
-        return self.c_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+        return self.c_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))  # (B, nh, T, hs) -> (B, T, C)
 
 
 # ---- the registry --------------------------------------------------------------------------------------------------
