@@ -10,12 +10,16 @@ The result of an export is a :class:`StaticWidget`: a list of :class:`Control` (
 output slots (HTML read-outs, figures as PNG bytes) and one state per combination of control values. It knows
 nothing about pages or files; the site's build writes the figures next to the page and embeds the rest as JSON.
 
-Adding another kernel-free widget (a mask editor, a cost meter, a training-time slider): write a function
-``exporter(source, output) -> StaticWidget | None`` that recognises the widget in a code cell (its ``source`` and
-its stored ``output``, a dict with ``data``), returns ``None`` for anything else, and computes the states by
-driving the live widget; decorate it with :func:`register_exporter`. Keep the number of states small
-(:data:`MAX_STATES`): a state is a figure the reader downloads. ``site/build.py`` calls :func:`export_static_widget`
-on every widget output and falls back to the output's saved view when no exporter claims it.
+Adding another kernel-free widget (a mask editor, a cost meter, a training-time slider): in the helper module
+that defines the widget, write a function ``exporter(source, output) -> StaticWidget | None`` that recognises the
+widget in a code cell (its ``source`` and its stored ``output``, a dict with ``data``; e.g. by the ``text/plain``
+its ``__repr__`` stored), returns ``None`` for anything else, re-creates the widget from the cell's literal
+arguments (:func:`_literal_call_arguments`) and computes the states by setting the live widget's own controls and
+reading what it displays (see :func:`head_explorer_states`); decorate it with :func:`register_exporter`. Keep the
+number of states small (:data:`MAX_STATES`): a state is a figure the reader downloads. ``site/build.py`` calls
+:func:`export_static_widget` on every widget output (which imports ``mha_helpers``, so every module's exporters are
+registered) and shows the output's saved view when no exporter claims it. A self-contained cell of plain
+ipywidgets whose observers write labels (00's split slider) needs no exporter of its own.
 """
 
 from __future__ import annotations
