@@ -505,11 +505,11 @@ def _scale_correct(t, d):
     what = "one-hot values so that the outputs are the weights; scale = log(w_ij / w_i0) / (q_i·k_j − q_i·k_0)"
     if abs(med - want) <= 0.01 * want:
         return "pass", f"{what}: scale {_g(med)} = 1/√{hd} (head_dim)"
-    guesses = {"1 (no scale)": 1.0, f"1/{hd} (head_dim)": 1 / hd}
+    guesses = {" (no scale)": 1.0, f" = 1/{hd} (head_dim)": 1 / hd}
     if t.kind == "module":
-        guesses[f"1/√{t.d_model} (d_model)"] = 1 / math.sqrt(t.d_model)
-    named = next((k for k, s in guesses.items() if abs(med - s) <= 0.01 * s), None)
-    return "fail", f"{what}: scale {_g(med)}{' = ' + named if named else ''}, expected 1/√{hd} = {_g(want)}"
+        guesses[f" = 1/√{t.d_model} (d_model)"] = 1 / math.sqrt(t.d_model)
+    named = next((k for k, s in guesses.items() if abs(med - s) <= 0.01 * s), "")
+    return "fail", f"{what}: scale {_g(med)}{named}, expected 1/√{hd} = {_g(want)}"
 
 
 @_probe
@@ -528,7 +528,8 @@ def _cached(t, d):
             start += size
         got = torch.cat(outs, dim=1)
         if not _close(got, full, 1e-4):
-            pos = int((got - full).abs().amax(dim=(0, 2)).argmax())
+            wrong = (got - full).abs().amax(dim=(0, 2)) > 1e-4 * _scale(full)  # (L,): positions that differ
+            pos = int(wrong.nonzero()[0])
             how = "one token at a time" if chunks[0] == 1 else f"in chunks of {chunks}"
             return "fail", (f"{d.what} decoded {how}: differs from the full pass from position {pos} on, "
                             f"{_changed(got, full, '')}").rstrip()

@@ -234,7 +234,7 @@ def test_broken_implementations_outside_the_zoo_are_flagged(label, build, causal
 def test_scale_evidence_names_the_wrong_scale():
     report = mh.audit(mh.broken_attention("gpt_scale_by_n_embd"), causal=True)
     assert "1/√32 (d_model)" in report["scale_correct"].evidence
-    assert "1 (no scale)" in mh.audit(_module(NoScale))["scale_correct"].evidence
+    assert "scale 1 (no scale)" in mh.audit(_module(NoScale))["scale_correct"].evidence
 
 
 # ---- bad inputs to audit itself ----------------------------------------------------------------------------

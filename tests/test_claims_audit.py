@@ -142,3 +142,20 @@ def test_audit_feeds_a_module_as_many_sequences_as_heads(heads):
     torch.manual_seed(0)
     report = mh.audit(mh.MultiHeadAttention(heads * 4, heads))
     assert f"x ({heads}, 6, {heads * 4})" in report["batch_independent"].evidence
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_with_as_many_sequences_as_heads_bugs_g_and_h_are_the_same_bug(seed):
+    """§4 H: repeat(H, 1) over (B·H) rows and a (B, 1, S) mask on (B, H, L, S) both give head h sequence h's padding."""
+    torch.manual_seed(seed)
+    g = mh.BUG_ZOO["repeat_not_interleave"].broken()
+    h = mh.BUG_ZOO["mask_missing_head_dim"].broken()
+    h.load_state_dict(g.state_dict())
+    x = torch.randn(4, 6, 32)
+    kpm = torch.arange(6)[None, :] < torch.tensor([0, 1, 2, 3])[:, None]  # (4, 6), True = padding
+    with torch.no_grad():
+        assert torch.allclose(g(x, key_padding_mask=kpm), h(x, key_padding_mask=kpm), atol=1e-6)
+    fixed = mh.BUG_ZOO["repeat_not_interleave"].fixed()
+    fixed.load_state_dict(g.state_dict())
+    with torch.no_grad():  # ... and both differ from the right answer
+        assert not torch.allclose(g(x, key_padding_mask=kpm), fixed(x, key_padding_mask=kpm), atol=1e-3)
