@@ -356,3 +356,19 @@ def test_09_flop_counter_counts_zero_for_the_cpu_flash_kernel():
         q = torch.randn(1, 2, n, 16)
         assert mh.sdpa_kernel_used(q, q, q) == "_scaled_dot_product_flash_attention_for_cpu"
         assert mh.count_matmul_flops(partial(F.scaled_dot_product_attention, q, q, q)) == 0
+
+
+# ---- the notebooks cite these tests by name ---------------------------------------------------------------
+
+
+def test_every_claim_test_a_notebook_cites_exists():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cited = set()
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cited |= set(re.findall(r"test_claims\.py::(test_\w+)", path.read_text(encoding="utf-8")))
+    assert cited, "no notebook cites a claim test"
+    missing = sorted(name for name in cited if name not in globals())
+    assert not missing, f"notebooks cite claim tests that do not exist: {missing}"
