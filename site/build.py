@@ -50,8 +50,8 @@ GUIDES = {"README.md": "readme.html", "TEACHING.md": "teaching.html"}
 #: What the site copies from MathJax 3 (its SVG output needs no font files) and the TeX extensions it may autoload.
 MATHJAX_FILES = ["es5/tex-svg.js", "es5/input/tex/extensions", "LICENSE"]
 #: Attributes that make the browser fetch something; none may point to another origin.
-FETCHING = re.compile(r"<(script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?\b(src|href|data)=\"([^\"]*)\"",
-                      re.I)
+FETCHING = re.compile(r"<(script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?\b(src|href|data|srcset)="
+                      r"[\"']([^\"']*)[\"']", re.I)
 
 
 def log(message: str) -> None:

@@ -497,3 +497,23 @@ def test_site_size_and_build_time(built_site):
     assert weight[heaviest] < 5e6, f"{heaviest.name} weighs {weight[heaviest] / 1e6:.1f} MB"
     assert total < 40e6
     assert not any("widget-state+json" in p.read_text() for p in pages), "saved widget state left in a page"
+
+
+def test_the_build_refuses_pages_that_would_fetch_from_another_origin(tmp_path):
+    """The build's own offline check (it stops the build): http(s) and //host fetches are caught, links are not."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "site"))
+    try:
+        spec = importlib.util.spec_from_file_location("mha_site_build", ROOT / "site" / "build.py")
+        build = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(build)
+    finally:
+        sys.path.remove(str(ROOT / "site"))
+    (tmp_path / "ok.html").write_text("<script src='assets/x.js'></script><img src='data:image/png;base64,AA'>"
+                                      "<a href='https://arxiv.org/abs/1706.03762'>a paper</a>")
+    assert build.check_offline(tmp_path) == []
+    (tmp_path / "bad.html").write_text('<script src="https://cdn.example/mathjax.js"></script>'
+                                       "<link rel='stylesheet' href='//fonts.example/css'>")
+    assert len(build.check_offline(tmp_path)) == 2
+    assert build.github_slug("6. Proof: the same as PyTorch's `nn.Foo`", {}) == "6-proof-the-same-as-pytorchs-nnfoo"
