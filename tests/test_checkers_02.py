@@ -218,3 +218,23 @@ def test_math_not_imported_gets_its_own_hint(capsys):
         return attention_ok(query, key, value) if undefined_math.pi else None  # noqa: F821
 
     assert_hint(mh.check_attention, uses_missing_math, "is not defined here", capsys)
+
+
+def test_dot_T_is_explained_even_without_source(capsys):
+    """A function typed where no source is kept (a plain exec) still gets the .T hint, from its code's names."""
+    namespace = {"torch": torch, "math": math}
+    exec("def attention(q, k, v):\n    w = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), -1)\n    return w @ v, w\n",
+         namespace)
+    for _ in range(2):  # torch warns about .T only once per process: the hint must not depend on it
+        assert_hint(mh.check_attention, namespace["attention"], "swap only the last two", capsys)
+
+
+def test_the_students_warnings_still_reach_the_notebook(capsys):
+    import warnings
+
+    def noisy(scores):
+        warnings.warn("a warning of the student's own", UserWarning, stacklevel=1)
+        return softmax_ok(scores)
+
+    with pytest.warns(UserWarning, match="student's own"):
+        assert_passes(mh.check_softmax, noisy, capsys)

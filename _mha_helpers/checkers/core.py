@@ -37,6 +37,7 @@ import random
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -102,27 +103,54 @@ def _call_student(fn: Callable, *args, **kwargs):
     RuntimeError to give a specific hint) but marked as the student's, so that :func:`exercise_checker` reports it
     as "your function raised ..." and not as a failure of the checker.
     """
+    caught: list = []
     try:
-        result = fn(*args, **kwargs)
-    except NotImplementedError as exc:
-        if not _innermost_frame_is_library(exc):  # the stub itself, not an op torch lacks for some dtype
-            raise _NotYet() from exc
-        _mark_student(exc, fn)
-        raise
-    except Exception as exc:
-        _mark_student(exc, fn)
-        raise
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = fn(*args, **kwargs)
+            except NotImplementedError as exc:
+                if not _innermost_frame_is_library(exc):  # the stub itself, not an op torch lacks for some dtype
+                    raise _NotYet() from exc
+                _mark_student(exc, fn, caught)
+                raise
+            except Exception as exc:
+                _mark_student(exc, fn, caught)
+                raise
+    finally:
+        _warn_again(caught)  # outside the listening block: re-emitted warnings must not be caught again
     if result is None:
         raise _ReturnedNone()
     return result
 
 
-def _mark_student(exc: BaseException, fn: Callable) -> None:
-    """Remember on ``exc`` that the student's function raised it, with the line and the hidden case."""
+def _warn_again(caught: list) -> None:
+    """Pass the warnings the student's code raised on to the notebook, as if nobody had listened in."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _mark_student(exc: BaseException, fn: Callable, caught: Sequence = ()) -> None:
+    """Remember on ``exc`` that the student's function raised it, with the line, the hidden case and the warnings
+    seen on the way (torch warns about ``.T`` on a 3-D tensor before the product fails)."""
+    line = _student_line(exc, fn)
+    warned = any("x.T" in str(w.message) for w in caught)  # torch warns (once per process) about .T on 3-D
+    if ".T" not in line and (warned or (not line and "T" in _names_in(getattr(fn, "__code__", None)))):
+        line += "  # .T"  # no source to read (e.g. a function typed at a prompt): its code still shows .T
     try:
-        setattr(exc, _STUDENT_MARK, (_student_line(exc, fn), _CASE.get()))
+        setattr(exc, _STUDENT_MARK, (line, _CASE.get()))
     except Exception:  # an exception type that refuses attributes: remember the object itself
         _UNMARKABLE.append(exc)
+
+
+def _names_in(code: object) -> set[str]:
+    """The global and attribute names a code object (and the functions nested in it) uses, e.g. ``T`` for ``.T``."""
+    if not hasattr(code, "co_names"):
+        return set()
+    names = set(code.co_names)
+    for const in code.co_consts:
+        names |= _names_in(const)
+    return names
 
 
 def _raised_by_student(exc: BaseException) -> bool:
@@ -156,7 +184,7 @@ def _error_hint(exc: BaseException, line: str) -> str:
                 ".contiguous().view(...)")
     matmul = re.search(r"mat1 and mat2 shapes cannot be multiplied|Expected size for first two dimensions of batch2|"
                        r"size mismatch|inconsistent tensor size|must match the size of tensor", message)
-    if matmul and re.search(r"\.T\b|\.mT\b", line) and "@" in line:
+    if matmul and re.search(r"\.T\b", line) and ("@" in line or "# .T" in line):
         return ("`.T` reverses ALL the dims of a tensor with more than two (a (batch, S, d) key becomes (d, S, batch)); "
                 "swap only the last two with .transpose(-2, -1)")
     if matmul and re.search(r"\bW\w*\s*@\s*\w", line):
@@ -180,8 +208,9 @@ def _student_error_line(exc: BaseException) -> str:
     text = f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")
     if case:
         text += f" (for {case})"
-    if line:
-        text += f", at `{line.strip()}`"
+    source = line.split("  # .T")[0].strip()
+    if source:
+        text += f", at `{source}`"
     hint = _error_hint(exc, line)
     return f"{text}. Hint: {hint}" if hint else text
 
