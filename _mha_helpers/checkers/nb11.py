@@ -59,8 +59,8 @@ def check_alibi_slopes(fn: Callable[[int], torch.Tensor]) -> str | None:
         got = _call_student(fn, num_heads)
         if not isinstance(got, torch.Tensor):
             try:
-                got = torch.tensor(list(got), dtype=torch.float32)
-            except (TypeError, ValueError):
+                got = torch.as_tensor(got, dtype=torch.float32)  # a list, tuple or NumPy array of slopes
+            except (TypeError, ValueError, RuntimeError):
                 return f"return a tensor (or a list) of {num_heads} slopes for num_heads={num_heads}"
         expected = alibi_slopes(num_heads)
         hint = _shape_hint(f"your slopes for num_heads={num_heads}", got, expected.shape)
