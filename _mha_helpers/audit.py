@@ -171,7 +171,8 @@ class AuditReport:
         head = f"<p><b>{e(self._headline())}</b></p>" + "".join(f"<p>note: {e(n)}</p>" for n in self.notes)
         cells = "".join(
             f"<tr><td><code>{e(r.property)}</code></td><td>{_MARK[r.status]}</td><td>{e(r.evidence)}</td>"
-            f"<td>{e(r.cause) if r.status == 'fail' else ''}</td><td>{e(r.section) if r.status == 'fail' else ''}</td></tr>"
+            f"<td>{e(r.cause) if r.status == 'fail' else ''}</td>"
+            f"<td>{e(r.section) if r.status == 'fail' else ''}</td></tr>"
             for r in self.rows
         )
         return (head + "<table><tr><th>property</th><th></th><th>evidence: what audit tried and saw</th>"
@@ -219,7 +220,8 @@ class _Function:
         out, weights = _first(self.fn(q, k, v, **kwargs))
         if tuple(out.shape) != tuple(q.shape[:-1]) + (v.shape[-1],):
             raise ValueError(f"attention returned shape {tuple(out.shape)} for query {tuple(q.shape)} and value "
-                             f"{tuple(v.shape)}; expected (batch, heads, L, d_v) = {tuple(q.shape[:-1]) + (v.shape[-1],)}")
+                             f"{tuple(v.shape)}; expected (batch, heads, L, d_v) = "
+                             f"{tuple(q.shape[:-1]) + (v.shape[-1],)}")
         return out, weights
 
 
@@ -247,7 +249,7 @@ class _Module:
         else:
             base.eval()  # dropout off
         self.m = base
-        self.d_model = _attr(module, ("embed_dim", "d_model", "n_embd"))
+        self.d_model = _attr(module, ("embed_dim", "d_model", "n_embd", "hidden_size", "dim"))
         params = [p for p in module.parameters()]
         if self.d_model is None:
             first = next((c for c in module.modules() if isinstance(c, nn.Linear)), None)
@@ -255,7 +257,7 @@ class _Module:
                 raise ValueError(f"cannot tell d_model of {type(module).__name__}: give it a d_model attribute")
             self.d_model = first.in_features
         self.dtype = params[0].dtype if params else torch.float32
-        self.num_heads = _attr(module, ("num_heads", "n_head", "n_heads", "nhead"))
+        self.num_heads = _attr(module, ("num_heads", "n_head", "n_heads", "nhead", "num_attention_heads", "heads"))
         self.proj = _projections(base, self.d_model)
         self.head_dim = _attr(module, ("head_dim",)) or (self.d_model // self.num_heads if self.num_heads else None)
         self.num_kv_heads = _attr(module, ("num_kv_heads", "n_kv_heads"))
@@ -316,7 +318,8 @@ def audit(attention: Callable | nn.Module, *, causal: bool = False) -> AuditRepo
             d = _Inputs(t)
         except Exception as exc:
             call = "module(x)" if t.kind == "module" else "attention(query, key, value)"
-            shapes = (f"x of shape (batch, seq, d_model) = ({_batch_size(t)}, 6, {t.d_model})" if t.kind == "module" else
+            shapes = (f"x of shape (batch, seq, d_model) = ({_batch_size(t)}, 6, {t.d_model})"
+                      if t.kind == "module" else
                       "query, key, value of shape (batch, heads, L, head_dim) = (2, 2, 5, 8)")
             raise ValueError(f"audit could not run {t.name}: {call} with {shapes} {_raised(exc)}. Run it yourself "
                              f"on such inputs and fix that first") from exc

@@ -67,7 +67,8 @@ def _projections(m: nn.Module, d_model: int) -> dict[str, tuple[torch.Tensor, to
         return (layer.weight, layer.bias) if isinstance(layer, nn.Linear) else None
 
     for names in (("W_q", "W_k", "W_v", "W_o"), ("q_proj", "k_proj", "v_proj", "o_proj"),
-                  ("q_proj", "k_proj", "v_proj", "out_proj")):
+                  ("q_proj", "k_proj", "v_proj", "out_proj"), ("wq", "wk", "wv", "wo"),
+                  ("to_q", "to_k", "to_v", "to_out")):
         found = [lin(n) for n in names]
         if all(found):
             return dict(zip("qkvo", found, strict=True))
@@ -208,7 +209,8 @@ def _rows_sum_to_one(t, d):
         x = d.x.clone()
         x[..., 0] = 1.0
         out, w = t(x, module=m)
-        want, what = c0.repeat(t.num_heads).expand_as(out), f"every token's value = the same vector v, W_o = I ({d.what})"
+        want = c0.repeat(t.num_heads).expand_as(out)
+        what = f"every token's value = the same vector v, W_o = I ({d.what})"
     if _close(out, want, 1e-4):
         return "pass", f"{what}: every output = v (within 1e-4)"
     ratio = float((out.double() * want.double()).sum() / (want.double() ** 2).sum())
@@ -317,7 +319,8 @@ def _mask_respected(t, d):
             if bool((moved & ~mask[:, j]).any()):
                 i = int((moved & ~mask[:, j]).nonzero()[0])
                 return "fail", f"{what}: query {i} may not see key {j}, yet changing value {j} changed its output"
-        return "pass", f"{what}: blocked keys changed, output unchanged; each value moves only the queries allowed to see it"
+        return "pass", (f"{what}: blocked keys changed, output unchanged; each value moves only the queries allowed "
+                        "to see it")
     kpm, pads = _left_padding(d)
     base = t(d.x, kpm)[0]
     x = d.x.clone()
@@ -391,7 +394,7 @@ def _half(t, d):
                     got = t(x, kpm, module=m)[0]
                 except Exception as exc:
                     return "fail", f"{name} with {label} ({d.what}): {_raised(exc)}"
-                want = t(x.float(), kpm)[0]
+                want = t(x.to(t.dtype), kpm)[0]  # the same rounded input, in the module's own dtype
                 checks.append((name, label, got, want))
     for name, label, got, want in checks:
         if not bool(torch.isfinite(want).all()):
@@ -400,7 +403,8 @@ def _half(t, d):
             return "fail", f"{name} with {label} ({d.what}): {int((~torch.isfinite(got)).sum())} outputs NaN or inf"
         tol = _half_tolerance(got.dtype)
         if _maxdiff(got, want) > tol * _scale(want):
-            return "fail", f"{name} with {label} ({d.what}): {_changed(got, want, 'from float32')} (allowed {tol:g} × scale)"
+            return "fail", (f"{name} with {label} ({d.what}): {_changed(got, want, 'from float32')} "
+                            f"(allowed {tol:g} × scale)")
     labels = sorted({c[1] for c in checks})
     return "pass", f"float16 and bfloat16 with {', '.join(labels)} ({d.what}): finite and close to float32"
 
@@ -431,7 +435,8 @@ def _heads_split(t, d):
         out = t(q, k, v)[0]
         if _close(out[:, 0], d.out[:, 0]):
             return "pass", f"head 1's query/key/value changed ({d.what}): head 0's output unchanged"
-        return "fail", f"head 1's query/key/value changed ({d.what}): head 0's output moved, {_changed(out[:, 0], d.out[:, 0], '')}"
+        return "fail", (f"head 1's query/key/value changed ({d.what}): head 0's output moved, "
+                        f"{_changed(out[:, 0], d.out[:, 0])}")
     if not t.num_heads or t.num_heads < 2:
         raise _NotApplicable("one head: nothing to split" if t.num_heads else "audit cannot tell num_heads")
     m, P = _edited(t)
@@ -452,7 +457,8 @@ def _heads_split(t, d):
             return "fail", f"{what}: the output of head(s) {bad} moved too; only head(s) {owners} may change"
         if not bool(moved[owners].all()):
             return "fail", f"{what}: head(s) {owners} did not change; the features of one head land elsewhere"
-    return "pass", f"W_o = I, one head's W_q rows and one K/V head's W_v rows changed ({d.what}): only their heads moved"
+    return "pass", (f"W_o = I, one head's W_q rows and one K/V head's W_v rows changed ({d.what}): only their "
+                    "heads moved")
 
 
 @_probe
@@ -500,7 +506,8 @@ def _scale_correct(t, d):
     found.sort()
     med = found[len(found) // 2]
     if not all(abs(s - med) <= 0.02 * abs(med) + 1e-6 for s in found):
-        raise _NotApplicable("the weights are not softmax(s · q·k) over the keys for any one scale s (see the rows above)")
+        raise _NotApplicable("the weights are not softmax(s · q·k) over the keys for any one scale s "
+                             "(see the rows above)")
     want = 1 / math.sqrt(hd)
     what = "one-hot values so that the outputs are the weights; scale = log(w_ij / w_i0) / (q_i·k_j − q_i·k_0)"
     if abs(med - want) <= 0.01 * want:

@@ -3,7 +3,8 @@
 
 Functions follow ``F.scaled_dot_product_attention``'s convention (``(batch, heads, L, head_dim)``, boolean
 ``attn_mask`` True = may attend); modules are self-attention on ``(batch, seq, d_model)``. Every module here is
-built with fixed weights (``broken_attention(name)`` / ``fixed_attention(name)``), so the notebook's reports are the same on every run.
+built with fixed weights (``broken_attention(name)`` / ``fixed_attention(name)``), so the notebook's reports are the
+same on every run.
 """
 
 from __future__ import annotations
@@ -292,7 +293,8 @@ BUG_ZOO: dict[str, Bug] = {b.name: b for b in (
         "mask_respected", False, ("huggingface/transformers#38094", "rasbt/LLMs-from-scratch#1061"),
         "scores.masked_fill(attn_mask, ", "scores.masked_fill(~attn_mask, float(\"-inf\"))"),
     Bug("softmax_wrong_dim", "the softmax over the queries", attention_b, _attention_b_fixed,
-        "rows_sum_to_one", False, ("PetrochukM/PyTorch-NLP#2", "labmlai/annotated_deep_learning_paper_implementations#146"),
+        "rows_sum_to_one", False,
+        ("PetrochukM/PyTorch-NLP#2", "labmlai/annotated_deep_learning_paper_implementations#146"),
         "dim=-2", "torch.softmax(scores, dim=-1)"),
     Bug("fill_minus_1e10", "-1e10 as minus infinity", attention_c, _attention_c_fixed,
         "half_precision_safe", False, ("bentrevett/pytorch-seq2seq#191", "NVIDIA/apex#1105"),
@@ -325,7 +327,8 @@ BUG_ZOO: dict[str, Bug] = {b.name: b for b in (
         "is_causal=True)", "attn_mask=torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)",
         "10 §2 Which keys may the new queries see? Top-left vs bottom-right"),
     Bug("gpt_scale_by_n_embd", "a GPT-style block scaled by √n_embd", CausalSelfAttention,
-        _CausalSelfAttentionFixed, "scale_correct", True, ("karpathy/ng-video-lecture#6", "juho-lee/set_transformer#18"),
+        _CausalSelfAttentionFixed, "scale_correct", True,
+        ("karpathy/ng-video-lecture#6", "juho-lee/set_transformer#18"),
         "math.sqrt(C)", "(1.0 / math.sqrt(k.size(-1)))  # the head size"),
 )}
 
@@ -364,7 +367,7 @@ def show_bug(name: str) -> None:
 
 
 class ZooTable:
-    """The zoo at a glance, audited live: bug, what it is, what ``audit`` flagged, the section to reread, the reports."""
+    """The zoo at a glance, audited live: bug, what it is, what ``audit`` flags, the section to reread, the reports."""
 
     def __init__(self) -> None:
         from .audit import audit

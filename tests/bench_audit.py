@@ -46,7 +46,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (audit itself runs on one); "
           f"medians over {args.rounds} rounds; budget {BUDGET_S:g} s")
     start = time.perf_counter()
-    importlib.import_module("torch.nn.attention.bias")  # mh.MultiHeadAttention's first forward imports it (and torch._dynamo)
+    importlib.import_module("torch.nn.attention.bias")  # mh.MultiHeadAttention's first forward imports it
     print(f"one-off: importing torch.nn.attention.bias, as mh.MultiHeadAttention's first forward does: "
           f"{time.perf_counter() - start:.3f} s")
     start = time.perf_counter()

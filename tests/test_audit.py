@@ -76,7 +76,62 @@ def _correct():
     yield "mh.GroupedQuerySelfAttention(32, 4, 4)", mh.GroupedQuerySelfAttention(32, 4, 4), True
 
 
-CORRECT = list(_correct())
+class HuggingFaceStyle(nn.Module):
+    """q_proj/k_proj/v_proj/o_proj, hidden_size and num_attention_heads, a (B, S) key_padding_mask."""
+
+    def __init__(self, hidden_size=48, num_attention_heads=6):
+        super().__init__()
+        self.hidden_size, self.num_attention_heads = hidden_size, num_attention_heads
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(hidden_size, hidden_size) for _ in range(4))
+
+    def forward(self, x, key_padding_mask=None):
+        B, L, _ = x.shape
+        q, k, v = (p(x).view(B, L, self.num_attention_heads, -1).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, L, hd)
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, self.hidden_size)), None
+
+
+class LlamaStyle(nn.Module):
+    """wq/wk/wv/wo, dim and n_heads, causal, no biases, K/V heads shared (n_kv_heads)."""
+
+    def __init__(self, dim=64, n_heads=8, n_kv_heads=2):
+        super().__init__()
+        self.dim, self.n_heads, self.n_kv_heads, self.head_dim = dim, n_heads, n_kv_heads, dim // n_heads
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk, self.wv = (nn.Linear(dim, n_kv_heads * self.head_dim, bias=False) for _ in range(2))
+        self.wo = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x):
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = (w(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2) for w in (self.wk, self.wv))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.wo(out.transpose(1, 2).reshape(B, L, self.dim))
+
+
+def einsum_attention(query, key, value, attn_mask=None, is_causal=False):
+    scores = torch.einsum("bhld,bhsd->bhls", query, key) / math.sqrt(query.shape[-1])
+    allowed = torch.ones(scores.shape[-2:], dtype=torch.bool).tril() if is_causal else None
+    if attn_mask is not None:
+        allowed = attn_mask if allowed is None else allowed & attn_mask
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("bhls,bhsd->bhld", torch.softmax(scores, dim=-1).nan_to_num(0.0), value)
+
+
+def _more_correct():
+    torch.manual_seed(2)
+    yield "mh.MultiHeadAttention float64", mh.MultiHeadAttention(32, 4, dtype=torch.float64), False
+    yield "nn.MultiheadAttention(48, 3), odd heads", nn.MultiheadAttention(48, 3, batch_first=True), False
+    yield "Hugging Face style", HuggingFaceStyle(), False
+    yield "Llama style, GQA", LlamaStyle(), True
+    yield "einsum attention", einsum_attention, False
+    yield "einsum attention causal", einsum_attention, True
+
+
+CORRECT = list(_correct()) + list(_more_correct())
 
 
 @pytest.mark.parametrize(("label", "impl", "causal"), CORRECT, ids=[c[0] for c in CORRECT])
@@ -371,8 +426,8 @@ def test_checker_13_1(capsys):
     passed, out = run(mh.check_fix_fill_value, mh.broken_attention("fill_minus_1e10"), capsys)
     assert not passed and "audit still fails half_precision_safe" in out and "65504" in out
     assert run(mh.check_fix_fill_value, mh.fixed_attention("fill_minus_1e10"), capsys)[0]
-    passed, out = run(mh.check_fix_fill_value, lambda query, key, value: F.scaled_dot_product_attention(query, key, value),
-                      capsys)
+    no_mask = lambda query, key, value: F.scaled_dot_product_attention(query, key, value)  # noqa: E731
+    passed, out = run(mh.check_fix_fill_value, no_mask, capsys)
     assert not passed and "mask_respected is no longer checked" in out
 
 

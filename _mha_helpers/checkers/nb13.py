@@ -28,7 +28,7 @@ def _first_call(implementation: object, kind: str) -> tuple[object, str | None]:
         _call_student(implementation, q, k, v)  # query, key, value: (batch, heads, L, head_dim) = (2, 2, 5, 8)
         return implementation, None
     if not (isinstance(implementation, type) and issubclass(implementation, nn.Module)):
-        return None, f"pass the class itself (an nn.Module subclass, not an instance), got {type(implementation).__name__}"
+        return None, f"pass the class itself (an nn.Module subclass), got {type(implementation).__name__}"
     module = _call_student(_build, implementation)  # built with its default arguments and fixed weights
     d_model = _attr(module, ("d_model", "n_embd", "embed_dim")) or 32
     with torch.no_grad():
