@@ -238,3 +238,10 @@ def test_the_students_warnings_still_reach_the_notebook(capsys):
 
     with pytest.warns(UserWarning, match="student's own"):
         assert_passes(mh.check_softmax, noisy, capsys)
+
+
+def test_a_changed_signature_gets_a_hint(capsys):
+    def stable_softmax(scores, dim):
+        return softmax_ok(scores)
+
+    assert_hint(mh.check_softmax, stable_softmax, "keep the stub's name and parameters", capsys)

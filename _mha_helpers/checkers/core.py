@@ -178,6 +178,11 @@ def _error_hint(exc: BaseException, line: str) -> str:
     ):
         return ("a size or an index is a float: d_model / num_heads gives a float (12 / 3 = 4.0) even when it "
                 "divides evenly; use integer division, d_model // num_heads")
+    if isinstance(exc, TypeError) and re.search(r"required positional argument|positional arguments? but \d+ (were|was) "
+                                                r"given|got an unexpected keyword argument", message) and \
+            not re.search(r"^(view|reshape|ones|zeros|full|randn|arange)\(", message):
+        return ("the checker calls your function exactly as the stub's `def` line says: keep the stub's name and "
+                "parameters (and call any helper with all of its arguments)")
     if "view size is not compatible with input tensor's size and stride" in message:
         return ("view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to "
                 "each other in memory, so .view cannot merge them — use .reshape(...) (it copies when it must) or "
