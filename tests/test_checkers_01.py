@@ -59,7 +59,7 @@ def test_project_qkv_says_not_yet_for_the_stub(capsys):
         (lambda x, a, b, c: (2 * x @ a.T, x @ b.T, x @ c.T), "Q has the right shape but wrong values"),
         (lambda x, a, b, c: torch.stack([x @ a.T, x @ b.T, x @ c.T]), "one stacked tensor"),
         (lambda x, a, b, c: (x @ a.T / math.sqrt(a.shape[0]), x @ b.T, x @ c.T), "scaled by 1/√d"),
-        (lambda x, a, b, c: (a @ x, b @ x, c @ x), "x @ W.T (x on the left)"),
+        (lambda x, a, b, c: (a @ x, b @ x, c @ x), "is the weight on the left?"),
         (lambda x, a, b, c: (x @ a.T, x @ b.T, None), "V should be a torch.Tensor"),
     ],
     ids=["no-transpose", "same-matrix", "swapped", "one-tensor", "two-tensors", "transposed-output", "scaled",
@@ -89,7 +89,7 @@ def test_project_qkv_explains_w_at_x(capsys):
     def w_at_x(x, W_q, W_k, W_v):
         return W_q @ x, W_k @ x, W_v @ x
 
-    assert_hint(mh.check_project_qkv, w_at_x, "the weight is on the left", capsys)
+    assert_hint(mh.check_project_qkv, w_at_x, "the projection is x @ W_q.T", capsys)
 
 
 def test_soft_lookup_accepts_numpy_and_float64(capsys):

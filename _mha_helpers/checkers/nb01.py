@@ -37,6 +37,10 @@ def check_project_qkv(fn: Callable) -> str | None:
             with _describe_case(f"x of shape {tuple(x.shape)} and weights of shape ({d_out}, {d_model})"):
                 got = _call_student(fn, x.clone(), *(w.clone() for w in weights))
         except RuntimeError as exc:
+            if d_out == d_model and "batch2" in str(exc):  # (d_out, d_model) @ (batch, seq, d_model) fails this way
+                return ("your function raised for x of shape (batch, seq, d_model): is the weight on the left? A token "
+                        "is a row of x, so the projection is x @ W_q.T (nn.Linear stores W as (out_features, "
+                        f"in_features)). The error was: {exc}")
             if d_out == d_model:
                 raise
             return (
