@@ -121,7 +121,7 @@ def scaled_dot_product_attention(
     if is_causal:
         attn_mask = causal_mask(L, S, device=query.device)  # (L, S), True = may attend
     if attn_mask is not None:
-        _check_mask_dtype("attn_mask", attn_mask, query.dtype)
+        _check_mask_dtype("attn_mask", attn_mask, query.dtype, query.device)
         try:  # the mask must broadcast TO the scores' shape, never grow it
             fits = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
         except RuntimeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import zlib
 from collections.abc import Sequence
 
@@ -68,6 +69,18 @@ def _check_int(name: str, value: object, minimum: int = 0) -> None:
         raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value}")
+
+
+def _check_factory_kwargs(device: object, dtype: object) -> None:
+    """``device`` and ``dtype`` as a module constructor takes them: None, a device name, a floating-point dtype."""
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be None, 'cpu', 'cuda', 'mps' or a torch.device, got device={device!r}"
+                             ) from None
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be None or a floating-point torch.dtype such as torch.float32, got {dtype!r}")
 
 
 def _check_callable(name: str, fn: object, example: str = "lambda: model(x)") -> None:
@@ -146,11 +159,10 @@ def _check_like_parameters(name: str, x: torch.Tensor, parameter: torch.Tensor, 
 
 def _is_causal_bias(mask: object) -> bool:
     """Is ``mask`` a ``torch.nn.attention.bias.CausalBias`` (from ``causal_upper_left`` / ``causal_lower_right``)?"""
-    try:
-        from torch.nn.attention.bias import CausalBias
-    except ImportError:  # a torch without it cannot have made one
-        return False
-    return isinstance(mask, CausalBias)
+    # A CausalBias exists only once its module has been imported, so look there first: importing it ourselves would
+    # pull in torch._dynamo (about 3 s of CPU) on the first masked call of every notebook.
+    bias = sys.modules.get("torch.nn.attention.bias")
+    return bias is not None and isinstance(mask, bias.CausalBias)
 
 
 def _materialize_causal_bias(
@@ -187,8 +199,10 @@ def _check_attention_weights(weights: object, name: str = "weights") -> None:
                          f"check the softmax and the mask that produced them")
 
 
-def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype) -> None:
-    """A mask is boolean or floating point (added to the scores); integers are ambiguous and refused."""
+def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype, device: torch.device | None = None
+                      ) -> None:
+    """A mask is boolean or floating point (added to the scores); integers are ambiguous and refused. With
+    ``device``, the mask must be on it (torch's own message names neither the mask nor the fix)."""
     if _is_causal_bias(mask):  # a caller that does not materialise it would read uninitialised memory
         raise TypeError(
             f"{name} is a torch.nn.attention.bias.CausalBias, which this function does not read; pass "
@@ -196,6 +210,8 @@ def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype) -
         )
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (bool or float), got {type(mask).__name__}")
+    if device is not None and mask.device != device:
+        raise ValueError(f"{name} is on {mask.device} but the inputs are on {device}; move it with {name}.to('{device}')")
     if mask.dtype == torch.bool:
         return
     if not mask.is_floating_point():

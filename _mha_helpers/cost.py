@@ -287,7 +287,8 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
 
     On Linux all jobs share one fresh process and the peak is reset between them; ``fresh_process_each=True`` (and
     any system without /proc/self/clear_refs: macOS reads ``resource``'s peak, Windows its peak working set) starts
-    one process per job, about 2 s each for Python and torch to start. On CUDA the allocator's peak is used. Where
+    one process per job, about 2 s each for Python and torch to start (up to 4 run at once). On CUDA the
+    allocator's peak is used, and its jobs share one process. Where
     none of these exists, a warning says so and every result is NaN (nothing was measured).
     """
     import json
@@ -321,9 +322,10 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
         )
         return [float("nan")] * len(jobs)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-    batches = [[job] for job in jobs] if fresh_process_each or method != "clear_refs" else [jobs]
-    results: list[float] = []
-    for batch_jobs in batches:
+    shared = method in ("clear_refs", "cuda") and not fresh_process_each  # the peak can be reset between jobs
+    batches = [jobs] if shared else [[job] for job in jobs]
+
+    def measure(batch_jobs: list[dict]) -> list[float]:
         request = json.dumps({"jobs": batch_jobs, "device": str(device), "method": method})
         done = subprocess.run(
             [sys.executable, "-c", "from _mha_helpers.cost import _memory_worker; _memory_worker()"], input=request,
@@ -332,5 +334,12 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
         )
         if done.returncode != 0:
             raise RuntimeError(f"the measuring process failed:\n{done.stderr[-2000:]}")
-        results.extend(b / 2**20 for b in json.loads(done.stdout.strip().splitlines()[-1]))
-    return results
+        return [b / 2**20 for b in json.loads(done.stdout.strip().splitlines()[-1])]
+
+    # One process per job (macOS, Windows): most of each one's time is starting Python and torch, so a few run at
+    # once. Each process has its own peak, so they do not disturb each other's numbers.
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = 1 if shared or device.type == "cuda" else max(1, min(4, (os.cpu_count() or 1) // 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [mib for batch in pool.map(measure, batches) for mib in batch]

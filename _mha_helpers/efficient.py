@@ -14,6 +14,7 @@ from .attention import _check_qkv, _check_scale, causal_mask
 from .common import (
     _check_bool,
     _check_divisible,
+    _check_factory_kwargs,
     _check_float_tensor,
     _check_like_parameters,
     _check_mask_dtype,
@@ -364,6 +365,7 @@ class KVCache:
         for name, value in (("batch", batch), ("num_kv_heads", num_kv_heads), ("head_dim", head_dim),
                             ("max_len", max_len)):
             _check_positive_int(name, value)
+        _check_factory_kwargs(device, dtype)
         shape = (batch, num_kv_heads, max_len, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
@@ -393,6 +395,10 @@ class KVCache:
                     f"{name} must be (batch, num_kv_heads, T, head_dim) = ({want[0]}, {want[1]}, T, {want[2]}), "
                     f"got {tuple(t.shape)}"
                 )
+            if (t.dtype, t.device) != (self.keys.dtype, self.keys.device):
+                raise TypeError(f"{name} is {t.dtype} on {t.device} but the cache holds {self.keys.dtype} on "
+                                f"{self.keys.device}; use {name}.to({self.keys.dtype}) or build the cache with "
+                                f"dtype={t.dtype}, device='{t.device}'")
         T = key.shape[2]
         if value.shape[2] != T:
             raise ValueError(f"key and value must add the same number of positions, got {T} and {value.shape[2]}")

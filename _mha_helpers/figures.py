@@ -227,7 +227,12 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
     elif not callable(mix):
         raise TypeError(f"mix must be a function or module such as mha.W_o (or None), got {type(mix).__name__}")
     with torch.no_grad():
-        full = mix(merge_heads(heads))  # (batch, heads, seq, head_dim) -> (batch, seq, d_model)
+        try:
+            full = mix(merge_heads(heads))  # (batch, heads, seq, head_dim) -> (batch, seq, d_model)
+        except RuntimeError as exc:  # e.g. a W_o of another width: say which shapes had to fit
+            d_model = heads.shape[1] * heads.shape[3]
+            raise ValueError(f"mix must take the merged heads (batch, seq, d_model={d_model}), e.g. the W_o of this "
+                             f"attention; calling it failed: {exc}") from None
         columns = []
         for h in range(heads.shape[1]):
             silenced = heads.clone()

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import torch_compat
 from .attention import merge_heads, scaled_dot_product_attention, split_heads
-from .common import _check_bool, _check_divisible, _check_positive_int
+from .common import _check_bool, _check_divisible, _check_factory_kwargs, _check_positive_int
 
 
 class MultiHeadAttention(nn.Module):
@@ -82,6 +82,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"dropout must be in [0, 1) (a probability; 1 would drop everything), got dropout={dropout}")
         _check_bool("bias", bias)
         _check_bool("batch_first", batch_first)
+        _check_factory_kwargs(device, dtype)
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads

@@ -140,7 +140,7 @@ def additive_mask(self: nn.Module, attn_mask, key_padding_mask, is_causal, batch
         attn_mask = ~causal_mask(L, S, device=self.W_o.weight.device)  # True = blocked, as this module reads it
     bias = None
     if attn_mask is not None:
-        _check_mask_dtype("attn_mask", attn_mask, dtype)
+        _check_mask_dtype("attn_mask", attn_mask, dtype, self.W_o.weight.device)
         n = batch * H if batched else H
         if attn_mask.dim() == 2:
             if tuple(attn_mask.shape) != (L, S):
@@ -162,7 +162,7 @@ def additive_mask(self: nn.Module, attn_mask, key_padding_mask, is_causal, batch
             )
         bias = _to_additive(m, dtype)
     if key_padding_mask is not None:
-        _check_mask_dtype("key_padding_mask", key_padding_mask, dtype)
+        _check_mask_dtype("key_padding_mask", key_padding_mask, dtype, self.W_o.weight.device)
         want = (batch, S) if batched else (S,)
         if tuple(key_padding_mask.shape) != want:
             raise ValueError(

@@ -774,3 +774,56 @@ def test_causal_bias_given_where_it_cannot_be_read():
 
     with pytest.raises(TypeError, match=r"CausalBias.*is_causal=True"):
         _check_mask_dtype("attn_mask", causal_upper_left(3, 3), torch.float32)
+
+
+# ---- mismatched devices and dtypes (the "meta" device stands in for a second device on a CPU-only machine) -----
+
+META = torch.device("meta")
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda: mh.scaled_dot_product_attention(Q, Q, Q, attn_mask=torch.ones(L, L, dtype=torch.bool, device=META)),
+         "attn_mask is on meta but the inputs are on cpu"),
+        (lambda: _mha()(x_(B, L, E), attn_mask=torch.ones(L, L, dtype=torch.bool, device=META)),
+         "attn_mask is on meta"),
+        (lambda: _mha()(x_(B, L, E), key_padding_mask=torch.ones(B, L, dtype=torch.bool, device=META)),
+         "key_padding_mask is on meta"),
+        (lambda: _mha()(x_(B, L, E), key_padding_mask=torch.ones(B, L, dtype=torch.bool, device=META),
+                        need_weights=False), "key_padding_mask is on meta"),
+        (lambda: mh.TransformerBlock(E, H)(x_(B, L, E), key_padding_mask=torch.ones(B, L, dtype=torch.bool,
+                                                                                      device=META)),
+         "key_padding_mask is on meta"),
+        (lambda: mh.TransformerBlock(E, H)(torch.empty(B, L, E, device=META)), "x is on meta"),
+        (lambda: mh.online_softmax_attention(Q, torch.empty(Q.shape, device=META), Q), "key is on meta"),
+        (lambda: mh.head_attention_maps(mh.explorer_module(8), torch.empty(1, L, 8, device=META), 2), "x is on meta"),
+        (lambda: mh.MultiHeadAttention(E, H, device="nowhere"), "device must be None, 'cpu', 'cuda', 'mps'"),
+        (lambda: mh.KVCache(1, 2, 4, 8, device="nowhere"), "device must be None"),
+    ],
+)
+def test_mismatched_devices(call, fragment):
+    with pytest.raises(ValueError, match=esc(fragment)):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda: mh.MultiHeadAttention(E, H, dtype=torch.long), "dtype must be None or a floating-point torch.dtype"),
+        (lambda: mh.KVCache(1, 2, 4, 8, dtype="float32"), "dtype must be None or a floating-point torch.dtype"),
+        (lambda: mh.KVCache(1, 2, 4, 8).append(torch.randn(1, 2, 3, 4, dtype=torch.float64),
+                                                torch.randn(1, 2, 3, 4, dtype=torch.float64)),
+         "key is torch.float64 on cpu but the cache holds torch.float32 on cpu"),
+        (lambda: mh.KVCache(1, 2, 4, 8).append(torch.empty(1, 2, 3, 4, device=META), torch.empty(1, 2, 3, 4)),
+         "key is torch.float32 on meta but the cache holds torch.float32 on cpu"),
+    ],
+)
+def test_mismatched_dtypes_and_bad_factory_arguments(call, fragment):
+    with pytest.raises(TypeError, match=esc(fragment)):
+        call()
+
+
+def test_head_influence_with_a_mix_of_the_wrong_width():
+    with pytest.raises(ValueError, match=esc("mix must take the merged heads (batch, seq, d_model=8)")):
+        mh.head_influence(torch.randn(1, 2, 3, 4), mix=nn.Linear(3, 3))
