@@ -168,15 +168,16 @@ class AuditReport:
 
     def _repr_html_(self) -> str:
         e = html.escape
+        left = ' style="text-align:left; vertical-align:top"'  # notebooks right-align table cells by default
         head = f"<p><b>{e(self._headline())}</b></p>" + "".join(f"<p>note: {e(n)}</p>" for n in self.notes)
         cells = "".join(
-            f"<tr><td><code>{e(r.property)}</code></td><td>{_MARK[r.status]}</td><td>{e(r.evidence)}</td>"
-            f"<td>{e(r.cause) if r.status == 'fail' else ''}</td>"
-            f"<td>{e(r.section) if r.status == 'fail' else ''}</td></tr>"
+            f"<tr><td{left}><code>{e(r.property)}</code></td><td{left}>{_MARK[r.status]}</td>"
+            f"<td{left}>{e(r.evidence)}</td><td{left}>{e(r.cause) if r.status == 'fail' else ''}</td>"
+            f"<td{left}>{e(r.section) if r.status == 'fail' else ''}</td></tr>"
             for r in self.rows
         )
-        return (head + "<table><tr><th>property</th><th></th><th>evidence: what audit tried and saw</th>"
-                "<th>usual cause</th><th>read</th></tr>" + cells + "</table>")
+        titles = ("property", "", "evidence: what audit tried and saw", "usual cause", "read")
+        return head + "<table><tr>" + "".join(f"<th{left}>{t}</th>" for t in titles) + "</tr>" + cells + "</table>"
 
 
 # ---- the two kinds of implementation ---------------------------------------------------------------------------

@@ -391,7 +391,8 @@ class ZooTable:
         import html
 
         def cells(r, tag):
-            return "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in r)
+            left = ' style="text-align:left"'  # notebooks right-align table cells by default
+            return "".join(f"<{tag}{left}>{html.escape(str(c))}</{tag}>" for c in r)
 
         return ("<table><tr>" + cells(self._HEAD, "th") + "</tr>"
                 + "".join("<tr>" + cells(r, "td") + "</tr>" for r in self.rows) + "</table>")
