@@ -184,3 +184,11 @@ def test_checkers_accept_float64_and_grad_tracking_answers(capsys):
 
     assert mh.check_project_qkv(project_qkv), capsys.readouterr().out
     assert mh.check_soft_lookup(soft_lookup), capsys.readouterr().out
+
+
+def test_soft_lookup_explains_a_dim_that_is_not_there(capsys):
+    def transposes_a_vector(query, keys, values):
+        weights = torch.softmax(keys @ query.transpose(-2, -1), dim=-1)
+        return weights, weights @ values
+
+    assert_hint(mh.check_soft_lookup, transposes_a_vector, "count dims from the end", capsys)

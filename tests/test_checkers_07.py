@@ -91,3 +91,10 @@ def test_causal_padding_checker_accepts_a_loop(capsys):
 
     ok, out = run(mh.check_causal_padding_mask, loop, capsys)
     assert ok, out
+
+
+def test_lengths_used_as_a_tensor_gets_a_hint(capsys):
+    def as_tensor(lengths, seq_len):
+        return lengths.unsqueeze(1) <= torch.arange(seq_len)
+
+    assert_hint(mh.check_causal_padding_mask, as_tensor, "not a tensor", capsys)

@@ -183,6 +183,12 @@ def _error_hint(exc: BaseException, line: str) -> str:
             not re.search(r"^(view|reshape|ones|zeros|full|randn|arange)\(", message):
         return ("the checker calls your function exactly as the stub's `def` line says: keep the stub's name and "
                 "parameters (and call any helper with all of its arguments)")
+    if isinstance(exc, IndexError) and "Dimension out of range" in message:
+        return ("your code uses a dim this tensor does not have: the hidden inputs may have more or fewer dims than "
+                "the ones you tried; count dims from the end (dim=-1, .transpose(-2, -1)) so any leading dims work")
+    if isinstance(exc, AttributeError) and re.search(r"'(list|tuple|int|float)' object has no attribute", message):
+        return ("an argument is a plain Python value (a list, tuple or number), not a tensor: use len(...) and "
+                "indexing on it, or turn it into one with torch.tensor(...)")
     if "view size is not compatible with input tensor's size and stride" in message:
         return ("view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to "
                 "each other in memory, so .view cannot merge them — use .reshape(...) (it copies when it must) or "
