@@ -36,7 +36,8 @@ from jupyterlab_driver import CHROMIUM_ARGS, ROOT, chromium_path
 import mha_helpers as mh
 from _mha_helpers import static_widgets as sw
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SERIES = "[0-9][0-9]_*.ipynb"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob(SERIES))
 ARTIFACTS = ROOT / "test-artifacts" / "site"
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 SCREENSHOTS = os.environ.get("MHA_SITE_SCREENSHOTS", "") == "1"
@@ -150,22 +151,26 @@ def _unavailable(reason: str):
 
 @pytest.fixture(scope="module")
 def built_site(tmp_path_factory):
-    """The README's build command, into a temporary folder; returns (folder, seconds, build log).
+    """The README's build command, into a temporary folder; returns (folder, seconds, build log, the notebooks).
+
+    The notebooks are listed just before the build (the page checks follow that series order), so a notebook added
+    while the tests run does not make the site look wrong.
 
     ``MHA_SITE_DIR=build/site`` tests a site already built there instead (for quick re-runs by hand)."""
     if os.environ.get("MHA_SITE_DIR"):
-        return Path(os.environ["MHA_SITE_DIR"]).resolve(), 0.0, ""
+        return Path(os.environ["MHA_SITE_DIR"]).resolve(), 0.0, "", sorted((ROOT / "notebooks").glob(SERIES))
     installed = ROOT / "build" / "site-deps" / "node_modules" / "mathjax"
     if shutil.which("npm") is None and not installed.is_dir():
         _unavailable("the site's build needs npm once, for MathJax (install Node.js)")
     out = tmp_path_factory.mktemp("site") / "site"
+    notebooks = sorted((ROOT / "notebooks").glob(SERIES))
     start = time.monotonic()
     run = subprocess.run([sys.executable, str(ROOT / "site" / "build.py"), "--out", str(out)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - start
     assert run.returncode == 0, f"site/build.py failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     print(run.stdout[-800:])
-    return out, seconds, run.stdout
+    return out, seconds, run.stdout, notebooks
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -283,7 +288,7 @@ def _markdown_facts(name: str) -> dict:
 
 @pytest.mark.parametrize("page_name", _pages(ROOT), ids=lambda p: Path(p).stem)
 def test_every_page_loads_offline_with_images_math_and_links(browser, server, built_site, page_name):
-    out = built_site[0]
+    out, series = built_site[0], built_site[3]
     visit = Visit(browser, server)
     try:
         visit.open(server + page_name)
@@ -302,15 +307,15 @@ def test_every_page_loads_offline_with_images_math_and_links(browser, server, bu
                 f"{page_name}: folded solutions {facts['details']} (expected {source['details']}, all closed)")
             loaded = {Path(urlparse(i["src"]).path).name for i in facts["images"] if i["ok"]}
             assert set(source["diagrams"]) <= loaded, f"{page_name}: diagrams missing: {source['diagrams']}"
-            index = [p.stem for p in NOTEBOOKS].index(Path(page_name).stem)
+            index = [p.stem for p in series].index(Path(page_name).stem)
             rel = {r: {Path(urlparse(link["href"]).path).stem for link in facts["links"] if r in link["rel"]}
                    for r in ("prev", "next")}
-            assert rel["prev"] == ({NOTEBOOKS[index - 1].stem} if index else set()), f"{page_name}: prev {rel}"
-            assert rel["next"] == ({NOTEBOOKS[index + 1].stem} if index + 1 < len(NOTEBOOKS) else set())
+            assert rel["prev"] == ({series[index - 1].stem} if index else set()), f"{page_name}: prev {rel}"
+            assert rel["next"] == ({series[index + 1].stem} if index + 1 < len(series) else set())
             downloads = [link["href"] for link in facts["links"] if link["download"]]
             assert downloads and all(d.endswith(Path(page_name).stem + ".ipynb") for d in downloads)
         _check_links(visit, server, out, page_name, facts)
-    except BaseException:
+    except Exception:  # (not a skip)
         _shot(visit.page.locator("body"), f"{Path(page_name).stem}-failure.png", always=True)
         raise
     finally:
@@ -444,7 +449,7 @@ def test_kernel_free_widgets_redraw_at_every_value(browser, server, stem):
         assert not visit.foreign, f"{stem}: requests to other origins: {visit.foreign}"
         assert not any("/api/" in url for url in visit.requests), "a request went to a kernel API"
         assert not visit.errors, f"{stem}: " + "\n".join(visit.errors)
-    except BaseException:
+    except Exception:  # (not a skip)
         _shot(visit.page.locator("body"), f"{stem}-widgets-failure.png", always=True)
         raise
     finally:
@@ -484,7 +489,7 @@ def test_pages_work_from_disk(browser, built_site):
 
 def test_site_size_and_build_time(built_site):
     """Sized for a school connection: no page (its HTML and its widget figures) near tens of MB."""
-    out, seconds, log = built_site
+    out, seconds, log, series = built_site
     pages = sorted(out.rglob("*.html"), key=lambda p: p.stat().st_size, reverse=True)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     weight = {p: p.stat().st_size + sum(f.stat().st_size for f in (p.parent / "widgets" / p.stem).glob("*"))
@@ -493,7 +498,7 @@ def test_site_size_and_build_time(built_site):
     print(f"site: {total / 1e6:.1f} MB, {len(pages)} pages, heaviest {heaviest.relative_to(out)} "
           f"{weight[heaviest] / 1e6:.2f} MB, built in {seconds:.0f} s; responses: "
           + ", ".join(f"{k} median {statistics.median(v):.1f} ms" for k, v in RESPONSES.items()))
-    assert len(list((out / "notebooks").glob("[0-9][0-9]_*.html"))) == len(NOTEBOOKS)
+    assert sorted(p.stem for p in (out / "notebooks").glob("[0-9][0-9]_*.html")) == [p.stem for p in series]
     assert weight[heaviest] < 5e6, f"{heaviest.name} weighs {weight[heaviest] / 1e6:.1f} MB"
     assert total < 40e6
     assert not any("widget-state+json" in p.read_text() for p in pages), "saved widget state left in a page"
