@@ -57,6 +57,15 @@ notebook                   file               names the notebook uses
                                               variant_cost_meter, plot_variant_cost_meter
                            checkers/nb11.py   check_rope, check_alibi_slopes, check_sliding_window_mask,
                                               check_latent_cache_bytes
+12 heads that compose      induction.py       PERIOD_RANGE, repeated_sequences, occurrence_masks, InductionModel,
+                                              induction_maps, previous_token_scores, induction_scores,
+                                              induction_test_set, induction_example, induction_letters,
+                                              occurrence_losses, InductionHistory, train_induction_model,
+                                              circuit_heads, induction_ablation, plot_occurrence_losses,
+                                              plot_head_scores, plot_circuit_maps, plot_snapshot_strip,
+                                              TrainingReplay (and heads_switched_off from lookup.py)
+                           checkers/nb12.py   check_previous_token_score, check_induction_score,
+                                              check_head_to_switch_off
 13 bug hunt                audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in audit_probes.py)
                            bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug,
                                               zoo_table, ZooTable
@@ -90,6 +99,7 @@ from _mha_helpers.checkers.nb10 import check_bottom_right_mask, check_cached_att
 from _mha_helpers.checkers.nb11 import (
     check_alibi_slopes, check_latent_cache_bytes, check_rope, check_sliding_window_mask,
 )
+from _mha_helpers.checkers.nb12 import check_head_to_switch_off, check_induction_score, check_previous_token_score
 from _mha_helpers.checkers.nb13 import check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
 from _mha_helpers.cost import (
@@ -104,6 +114,12 @@ from _mha_helpers.figures import head_influence, plot_attention, plot_head_influ
 from _mha_helpers.head_explorer import (
     EXPLORER_MAX_TOKENS, HeadExplorer, attention_entropy, explorer_module, head_attention_maps, head_explorer,
     plot_head_explorer, previous_token_share, resplit_heads,
+)
+from _mha_helpers.induction import (
+    PERIOD_RANGE, InductionHistory, InductionModel, TrainingReplay, circuit_heads, induction_ablation,
+    induction_example, induction_letters, induction_maps, induction_scores, induction_test_set, occurrence_losses,
+    occurrence_masks, plot_circuit_maps, plot_head_scores, plot_occurrence_losses, plot_snapshot_strip,
+    previous_token_scores, repeated_sequences, train_induction_model,
 )
 from _mha_helpers.inference import (
     MaskEditor, decode_cost, fully_masked_rows, mask_editor, mask_forms, naive_masked_softmax,
@@ -169,6 +185,12 @@ __all__ = [
     "audit", "AuditReport", "AuditRow", "AUDIT_PROPERTIES", "BUG_ZOO", "Bug", "ZooAttention", "broken_attention",
     "fixed_attention", "show_bug", "zoo_table", "ZooTable", "check_fix_fill_value", "check_fix_padding_heads",
     "check_fix_gpt_block",
+    # induction.py, checkers/nb12.py
+    "PERIOD_RANGE", "repeated_sequences", "occurrence_masks", "InductionModel", "induction_maps",
+    "previous_token_scores", "induction_scores", "induction_test_set", "induction_example", "induction_letters",
+    "occurrence_losses", "InductionHistory", "train_induction_model", "circuit_heads", "induction_ablation",
+    "plot_occurrence_losses", "plot_head_scores", "plot_circuit_maps", "plot_snapshot_strip", "TrainingReplay",
+    "check_previous_token_score", "check_induction_score", "check_head_to_switch_off",
 ]
 
 _publish(globals(), __all__, __name__)
