@@ -1,4 +1,4 @@
-"""mha_helpers.TransformerBlock (notebook 07): shapes, masks, PyTorch parity, clear errors, and the 07 checkers.
+"""mha_helpers.TransformerBlock (notebook 07): shapes, masks, PyTorch parity, and clear errors.
 
 The block wraps the series' MultiHeadAttention in residual connections, LayerNorms and an MLP; these tests protect
 what notebook 07 shows: every sub-layer keeps (batch, L, d_model), no query looks at padding or at the future,
