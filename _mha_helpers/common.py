@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -81,6 +82,23 @@ def _check_factory_kwargs(device: object, dtype: object) -> None:
                              ) from None
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be None or a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+
+
+class SizeTooLargeError(ValueError):
+    """Raised by :func:`_sized_by`; an outer ``_sized_by`` renames it after its own argument."""
+
+
+@contextlib.contextmanager
+def _sized_by(name: str, value: int):
+    """``with _sized_by("embed_dim", 10**6):`` turns torch's out-of-memory error while building layers into a
+    ValueError that names the size which asked for that memory (the outermost caller's argument wins)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError, SizeTooLargeError) as exc:
+        if isinstance(exc, RuntimeError) and not isinstance(exc, SizeTooLargeError) and "allocate" not in str(exc):
+            raise
+        raise SizeTooLargeError(f"{name}={value} needs more memory for its weights than this machine has; the notebooks use "
+                         f"sizes up to a few hundred") from None
 
 
 def _check_callable(name: str, fn: object, example: str = "lambda: model(x)") -> None:

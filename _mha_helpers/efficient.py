@@ -20,6 +20,7 @@ from .common import (
     _check_mask_dtype,
     _check_positive_int,
     _materialize_causal_bias,
+    _sized_by,
     valid_head_counts,
 )
 
@@ -429,10 +430,11 @@ class GroupedQuerySelfAttention(nn.Module):
         _check_gqa_heads(num_heads, num_kv_heads)
         self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
-        self.W_q = nn.Linear(d_model, d_model, bias=False)
-        self.W_k = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
-        self.W_v = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
-        self.W_o = nn.Linear(d_model, d_model, bias=False)
+        with _sized_by("d_model", d_model):
+            self.W_q = nn.Linear(d_model, d_model, bias=False)
+            self.W_k = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
+            self.W_v = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
+            self.W_o = nn.Linear(d_model, d_model, bias=False)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty :class:`KVCache` for this layer's K/V heads, on its device and dtype."""

@@ -22,6 +22,7 @@ from .common import (
     _check_positive_int,
     _OneThread,
     _plain_labels,
+    _sized_by,
     toy_embeddings,
     valid_head_counts,
 )
@@ -49,7 +50,8 @@ def explorer_module(d_model: int = 16, seed: int = 0, gain: float = 2.5) -> Mult
         raise ValueError(f"gain must be a positive number, got gain={gain!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = MultiHeadAttention(d_model, 1)
+        with _sized_by("d_model", d_model):
+            module = MultiHeadAttention(d_model, 1)
     with torch.no_grad():
         module.W_q.weight.mul_(gain)
         module.W_k.weight.mul_(gain)

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import torch_compat
 from .attention import merge_heads, scaled_dot_product_attention, split_heads
-from .common import _check_bool, _check_divisible, _check_factory_kwargs, _check_positive_int
+from .common import _check_bool, _check_divisible, _check_factory_kwargs, _check_positive_int, _sized_by
 
 
 class MultiHeadAttention(nn.Module):
@@ -94,10 +94,11 @@ class MultiHeadAttention(nn.Module):
         self.has_bias = bias
 
         factory = {"device": device, "dtype": dtype}
-        self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # d_model -> num_heads * head_dim
-        self.W_k = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)  # kdim    -> num_heads * head_dim
-        self.W_v = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)  # vdim    -> num_heads * head_dim
-        self.W_o = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # concatenated heads -> d_model
+        with _sized_by("embed_dim", max(embed_dim, self.kdim, self.vdim)):  # a clear error for e.g. 10**6
+            self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # d_model -> num_heads * head_dim
+            self.W_k = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)  # kdim    -> num_heads * head_dim
+            self.W_v = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)  # vdim    -> num_heads * head_dim
+            self.W_o = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # concatenated heads -> d_model
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:

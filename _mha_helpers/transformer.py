@@ -15,6 +15,7 @@ from .common import (
     _check_like_parameters,
     _check_positive_int,
     _check_tokens,
+    _sized_by,
     toy_embeddings,
 )
 from .mha import MultiHeadAttention
@@ -62,16 +63,19 @@ class TransformerBlock(nn.Module):
         self.d_model, self.d_ff, self.memory_dim, self.norm_first = d_model, d_ff, memory_dim, norm_first
         # MultiHeadAttention checks num_heads (a positive divisor of d_model) and dropout.
         # Sub-modules in the order the data meets them (pre-norm): norm, attention, [norm, cross-attention], norm, MLP.
-        self.norm1 = nn.LayerNorm(d_model)
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
-        self.cross_attn = None
-        if memory_dim is not None:
-            self.norm_cross = nn.LayerNorm(d_model)
-            self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, kdim=memory_dim, vdim=memory_dim)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
-        )  # (..., d_model) -> (..., d_ff) -> (..., d_model), position by position
+        with _sized_by("d_model", d_model):  # a clear error for e.g. d_model=10**6
+            self.norm1 = nn.LayerNorm(d_model)
+            self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+            self.cross_attn = None
+            if memory_dim is not None:
+                self.norm_cross = nn.LayerNorm(d_model)
+                self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, kdim=memory_dim,
+                                                     vdim=memory_dim)
+            self.norm2 = nn.LayerNorm(d_model)
+        with _sized_by("d_ff", d_ff):
+            self.mlp = nn.Sequential(
+                nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+            )  # (..., d_model) -> (..., d_ff) -> (..., d_model), position by position
         self.drop = nn.Dropout(dropout)  # on each sub-layer's output, before it joins the residual
 
     @property

@@ -827,3 +827,18 @@ def test_mismatched_dtypes_and_bad_factory_arguments(call, fragment):
 def test_head_influence_with_a_mix_of_the_wrong_width():
     with pytest.raises(ValueError, match=esc("mix must take the merged heads (batch, seq, d_model=8)")):
         mh.head_influence(torch.randn(1, 2, 3, 4), mix=nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (lambda: mh.MultiHeadAttention(10**6, 2), "embed_dim=1000000 needs more memory"),
+        (lambda: mh.GroupedQuerySelfAttention(10**6, 4, 2), "d_model=1000000 needs more memory"),
+        (lambda: mh.TransformerBlock(10**6, 2), "d_model=1000000 needs more memory"),
+        (lambda: mh.TransformerBlock(8, 2, d_ff=10**12), "d_ff=1000000000000 needs more memory"),
+        (lambda: mh.explorer_module(10**6), "d_model=1000000 needs more memory"),
+    ],
+)
+def test_sizes_too_large_to_allocate_name_the_size(build, fragment):
+    with pytest.raises(ValueError, match=esc(fragment)):
+        build()
