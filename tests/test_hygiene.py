@@ -1,4 +1,4 @@
-"""Lint and spelling over the helper module, the tests and the notebooks (configuration in pyproject.toml)."""
+"""Lint and spelling over the map, the helper package, the site builder, the tests and the notebooks (pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_ruff_is_clean():
-    result = _run(str(BIN / "ruff"), "check", "mha_helpers.py", "conftest.py", "tests", "notebooks")
+    result = _run(str(BIN / "ruff"), "check", "mha_helpers.py", "_mha_helpers", "site", "conftest.py", "tests", "notebooks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_spelling_is_clean():
-    targets = ["mha_helpers.py", "conftest.py", "tests", "notebooks", "images", *map(str, ROOT.glob("*.md"))]
+    targets = ["mha_helpers.py", "_mha_helpers", "site/build.py", "site/saved_widgets.py", "site/static", "site/templates", "conftest.py", "tests", "notebooks", "images", *map(str, ROOT.glob("*.md"))]
     result = _run(str(BIN / "codespell"), *sorted(set(targets)))
     assert result.returncode == 0, "codespell found misspellings:\n" + result.stdout + result.stderr
