@@ -232,6 +232,9 @@ def _check_mask_dtype(name: str, mask: torch.Tensor, float_dtype: torch.dtype, d
         raise ValueError(f"{name} is on {mask.device} but the inputs are on {device}; move it with {name}.to('{device}')")
     if mask.dtype == torch.bool:
         return
+    if mask.is_floating_point() and bool(mask.isnan().any()):
+        raise ValueError(f"{name} holds NaN, which would make every score it touches NaN; use float('-inf') (or a "
+                         f"large negative number) where attention is blocked and 0 where it is allowed")
     if not mask.is_floating_point():
         raise TypeError(
             f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}; "

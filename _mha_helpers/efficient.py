@@ -449,6 +449,8 @@ class GroupedQuerySelfAttention(nn.Module):
             raise TypeError(f"cache must be a KVCache (layer.new_cache(batch, max_len)) or None, got "
                             f"{type(cache).__name__}")
         batch, T, features = x.shape
+        if T == 0:
+            raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): x must be (batch, T >= 1, {self.d_model})")
         if features != self.d_model:
             raise ValueError(f"x has {features} features (shape {tuple(x.shape)}) but the layer has d_model={self.d_model}")
         hd = self.head_dim

@@ -13,6 +13,7 @@ from .common import (
     _check_float_tensor,
     _check_int,
     _check_like_parameters,
+    _check_mask_dtype,
     _check_positive_int,
     _check_tokens,
     _sized_by,
@@ -103,9 +104,9 @@ class TransformerBlock(nn.Module):
     ):
         _check_float_tensor("x", x, ranks=(3,))
         _check_like_parameters("x", x, self.norm1.weight, "block")
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x has {x.shape[-1]} features (shape {tuple(x.shape)}) but the block has "
-                             f"d_model={self.d_model}; x must be (batch, L, {self.d_model})")
+        if x.shape[-1] != self.d_model or x.shape[1] == 0:
+            raise ValueError(f"x must be (batch, L, {self.d_model}) with L >= 1 (the block has d_model="
+                             f"{self.d_model}), got shape {tuple(x.shape)}")
         _check_bool("is_causal", is_causal)
         _check_bool("return_weights", return_weights)
         if self.cross_attn is None and (memory is not None or memory_key_padding_mask is not None):
@@ -117,6 +118,15 @@ class TransformerBlock(nn.Module):
                                  f"encoder's output of shape (batch, S, {self.memory_dim})")
             _check_float_tensor("memory", memory, ranks=(3,))
             _check_like_parameters("memory", memory, self.norm1.weight, "block")
+            batch, S, width = memory.shape
+            if width != self.memory_dim or S == 0 or batch != x.shape[0]:
+                raise ValueError(f"memory must be (batch, S, memory_dim) = ({x.shape[0]}, S >= 1, {self.memory_dim}) "
+                                 f"(the cross-attention's kdim={self.memory_dim}), got shape {tuple(memory.shape)}")
+            if memory_key_padding_mask is not None:
+                _check_mask_dtype("memory_key_padding_mask", memory_key_padding_mask, x.dtype, x.device)
+                if tuple(memory_key_padding_mask.shape) != (batch, S):
+                    raise ValueError(f"memory_key_padding_mask must be (batch, S) = ({batch}, {S}), True at the "
+                                     f"memory's padding, got shape {tuple(memory_key_padding_mask.shape)}")
         weights: dict[str, torch.Tensor] = {}
 
         def self_attention(h):  # (batch, L, d_model) -> (batch, L, d_model)

@@ -842,3 +842,37 @@ def test_head_influence_with_a_mix_of_the_wrong_width():
 def test_sizes_too_large_to_allocate_name_the_size(build, fragment):
     with pytest.raises(ValueError, match=esc(fragment)):
         build()
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_a_float_mask_with_nan_is_refused_not_propagated(need_weights):
+    mask = torch.zeros(L, L)
+    mask[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="attn_mask holds NaN"):
+        _mha()(x_(B, L, E), attn_mask=mask, need_weights=need_weights)
+    with pytest.raises(ValueError, match="attn_mask holds NaN"):
+        mh.scaled_dot_product_attention(x_(1, L, 4), x_(1, L, 4), x_(1, L, 4), attn_mask=mask)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"memory_key_padding_mask": "x"}, TypeError, "memory_key_padding_mask must be a torch.Tensor"),
+        ({"memory_key_padding_mask": torch.zeros(1, 4, dtype=torch.bool)}, ValueError,
+         "memory_key_padding_mask must be (batch, S) = (1, 3)"),
+        ({"memory_key_padding_mask": torch.zeros(1, 3, dtype=torch.long)}, TypeError,
+         "memory_key_padding_mask must be a bool or floating-point tensor"),
+        ({"memory": torch.randn(1, 0, 6)}, ValueError, "memory must be (batch, S, memory_dim) = (1, S >= 1, 6)"),
+        ({"memory": torch.randn(2, 3, 6)}, ValueError, "memory must be (batch, S, memory_dim) = (1, S >= 1, 6)"),
+        ({"x": torch.randn(1, 0, 8)}, ValueError, "x must be (batch, L, 8) with L >= 1"),
+    ],
+)
+def test_decoder_block_names_memory_arguments(kwargs, exc, fragment):
+    block = mh.TransformerBlock(8, 2, memory_dim=6)
+    with pytest.raises(exc, match=esc(fragment)):
+        block(**{"x": torch.randn(1, 4, 8), "memory": torch.randn(1, 3, 6), **kwargs})
+
+
+def test_gqa_layer_with_no_tokens():
+    with pytest.raises(ValueError, match=esc("x has no tokens (shape (1, 0, 8))")):
+        mh.GroupedQuerySelfAttention(8, 4, 2)(torch.randn(1, 0, 8))
