@@ -5,6 +5,7 @@ backward over blocks), grouped-query / multi-query attention, and the KV cache o
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,9 @@ from .common import (
     _sized_by,
     valid_head_counts,
 )
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.axes import Axes
 
 
 def _causal_block_hidden(i0: int, i1: int, j0: int, j1: int, device: torch.device) -> torch.Tensor:
@@ -222,7 +226,7 @@ def online_softmax_steps(x: torch.Tensor, block_size: int) -> list[dict[str, obj
 
 
 def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block_size: int, is_causal: bool = True,
-                        ax=None):
+                        ax: Axes | None = None) -> Axes:
     """Draw which (query block, key block) tiles :func:`online_softmax_attention` computes; returns the Axes.
 
     Tiles below the diagonal are computed whole, tiles that cross it are computed and then masked, tiles above it

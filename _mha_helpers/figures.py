@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .attention import merge_heads
 from .common import _check_bool, _check_float_tensor, _check_positive_int, _check_tokens, _plain_labels
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: The largest map plot_attention / plot_heads draw: beyond it every label is unreadable and drawing takes minutes.
 PLOT_MAX_TOKENS = 200
@@ -57,14 +62,14 @@ def plot_attention(
     query_tokens: Sequence[str] | None = None,
     key_tokens: Sequence[str] | None = None,
     title: str = "Attention weights",
-    ax=None,
+    ax: Axes | None = None,
     annot: bool | None = None,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     cbar: bool = True,
     cmap: str = "viridis",
     fmt: str = ".2f",
-):
+) -> Axes:
     """Draw one attention map ``(L, S)`` (leading size-1 dims are dropped) as a labelled seaborn heatmap.
 
     Rows are queries (the token that is attending), columns are keys (the token attended to). ``annot`` defaults
@@ -115,7 +120,7 @@ def plot_heads(
     title: str = "Attention weights per head",
     max_cols: int = 4,
     annot: bool = False,
-):
+) -> Figure:
     """Draw per-head maps ``(num_heads, L, S)`` (or ``(1, num_heads, L, S)``) side by side; returns the Figure.
 
     All heads share one colour scale from 0 to 1, so their maps can be compared by eye.
@@ -161,8 +166,8 @@ def plot_soft_lookup(
     key_names: Sequence[str],
     axis_labels: Sequence[str] = ("feature 0", "feature 1"),
     title: str = "A soft look-up",
-    ax=None,
-):
+    ax: Axes | None = None,
+) -> Axes:
     """Draw a soft look-up in 2-D: the query and every key as arrows from the origin; returns the ``Axes``.
 
     ``query`` is ``(2,)``, ``keys`` is ``(S, 2)`` and ``weights`` is ``(S,)`` (the softmax of the dot products).
@@ -242,7 +247,7 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
     return torch.stack(columns, dim=1)  # (d_model, num_heads)
 
 
-def plot_head_influence(influence: torch.Tensor, title: str = "Which heads each output feature hears", ax=None):
+def plot_head_influence(influence: torch.Tensor, title: str = "Which heads each output feature hears", ax: Axes | None = None) -> Axes:
     """Draw :func:`head_influence`'s ``(d_model, num_heads)`` matrix as a labelled heatmap; returns the ``Axes``."""
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -8,6 +8,7 @@ import html
 import math
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from .common import (
     valid_head_counts,
 )
 from .mha import MultiHeadAttention
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.figure import Figure
 
 #: The longest sentence the explorer draws; longer ones are cut (the maps would be unreadable).
 EXPLORER_MAX_TOKENS = 12
@@ -574,7 +578,7 @@ def plot_head_explorer(
     enlarge: int = 0,
     seed: int = 0,
     module: MultiHeadAttention | None = None,
-):
+) -> Figure:
     """The head explorer's view frozen at one setting, as a plain matplotlib Figure (for static copies of a notebook).
 
     Same arguments and the same drawing as :func:`head_explorer`; ``enlarge`` picks the head drawn large with its

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +18,10 @@ from .attention import causal_mask, scaled_dot_product_attention
 from .common import _check_float_tensor, _check_positive_int
 from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
 from .static_widgets import Control, StaticWidget, _literal_call_arguments, register_exporter, state_key
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # ---- prefill and decode -------------------------------------------------------------------------------------------
 
@@ -60,7 +65,7 @@ def query_positions_seen(mask: torch.Tensor) -> list[list[int]]:
     return [torch.nonzero(row).flatten().tolist() for row in mask]
 
 
-def plot_causal_alignment(seq_len: int, key_len: int, ax=None):
+def plot_causal_alignment(seq_len: int, key_len: int, ax: Axes | None = None) -> Figure:
     """Both causal alignments of an ``(L, S)`` = ``(seq_len, key_len)`` mask side by side; returns the Figure.
 
     Left: top-left (``is_causal=True``), query i sees keys 0..i. Right: bottom-right (``causal_lower_right``),
@@ -411,7 +416,7 @@ def mask_editor(seq_len: int = 3, key_len: int = 6, align: str = "bottom_right",
     return MaskEditor(seq_len, key_len, align=align, seed=seed)
 
 
-def plot_mask_editor(editor: MaskEditor):
+def plot_mask_editor(editor: MaskEditor) -> Figure:
     """The mask editor's view as a static matplotlib Figure: the weights and the three forms of the mask."""
     import matplotlib.pyplot as plt
 

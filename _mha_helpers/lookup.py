@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,10 @@ from torch import nn
 from .common import _check_bool, _check_float_tensor, _check_positive_int, _OneThread, valid_head_counts
 from .figures import plot_heads
 from .mha import MultiHeadAttention
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: The two look-ups of the task, in the order of the targets' last axis.
 LOOKUP_PATTERNS: tuple[str, str] = ("previous", "first")
@@ -407,7 +412,7 @@ def sweep_summary(
 
 def plot_lookup_heads(
     weights: torch.Tensor, labels: Sequence[str], title: str = "What each head looks at", annot: bool = True
-):
+) -> Figure:
     """Per-head maps ``(num_heads, L, L)`` (or ``(1, num_heads, L, L)``) of a :class:`TinyLookupModel`, with the cells
     each look-up needs outlined: key ``i-1`` for "previous" (red, solid) and key 0 for "first" (blue, dashed),
     for the queries ``i >= 2``. Each head's title gives its :func:`attention_shares` on the sequences drawn (pass
@@ -439,8 +444,8 @@ def plot_lookup_heads(
     return fig
 
 
-def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | None = None, ax=None,
-                    steps: int | None = None):
+def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | None = None, ax: Axes | None = None,
+                    steps: int | None = None) -> Axes:
     """Accuracy against the number of heads, from :func:`head_count_sweep`'s results: every seed's "both look-ups
     right" as a dot (a result that is solved or stuck is not summarised by a mean), "k of n solved" above each
     column (:data:`SOLVED_AT`), and the 1-in-8 guessing level. ``steps`` (the training budget) goes into the title.

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import _check_divisible, _check_float_tensor, _check_positive_int
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.figure import Figure
 
 # ---- RoPE (Su et al. 2021, RoFormer) ----------------------------------------------------------------------------
 
@@ -463,7 +467,7 @@ def _draw_meter(fig, rows: list[dict], num_heads: int, num_kv_heads: int, window
 
 
 def plot_variant_cost_meter(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, latent_dim: int = 16,
-                            window: int = 8, context: int = 32):
+                            window: int = 8, context: int = 32) -> Figure:
     """The cost meter frozen at one setting, as a matplotlib Figure (the static copy of :func:`variant_cost_meter`)."""
     import matplotlib.pyplot as plt
 

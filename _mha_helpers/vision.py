@@ -7,10 +7,15 @@ The image is attended over by the same ``MultiHeadAttention`` as text (Dosovitsk
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .common import _check_float_tensor, _check_positive_int, sinusoidal_positions
+
+if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
+    from matplotlib.figure import Figure
 
 #: The colours of the toy image's shapes (RGB in [0, 1]).
 SHAPE_COLOURS = {"red square": (0.90, 0.20, 0.20), "green disk": (0.20, 0.75, 0.30), "blue bar": (0.20, 0.35, 0.90)}
@@ -127,7 +132,7 @@ class PatchEmbedding(nn.Module):
         return torch.cat([cls, tokens], dim=1)  # (batch, 1 + num_patches, d_model)
 
 
-def plot_patch_tokens(image: torch.Tensor, patch_size: int, tokens: torch.Tensor | None = None):
+def plot_patch_tokens(image: torch.Tensor, patch_size: int, tokens: torch.Tensor | None = None) -> Figure:
     """Draw the image with its patch grid and numbers, the flattened patches, and (if given) the tokens; a Figure.
 
     ``image`` ``(3, H, W)``; ``tokens`` ``(1 + num_patches, d_model)`` from :class:`PatchEmbedding` (class token first).
@@ -168,7 +173,7 @@ def plot_patch_tokens(image: torch.Tensor, patch_size: int, tokens: torch.Tensor
 
 
 def plot_patch_attention(weights: torch.Tensor, image: torch.Tensor, patch_size: int, query: int = 0,
-                         title: str | None = None):
+                         title: str | None = None) -> Figure:
     """Draw one query token's attention, head by head, back onto the image grid; returns the Figure.
 
     ``weights`` ``(num_heads, 1 + num_patches, 1 + num_patches)`` (class token first); ``query`` is the token whose
