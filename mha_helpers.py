@@ -24,9 +24,9 @@ notebook                   file               names the notebook uses
 05 concat and W_o          figures.py         head_influence, plot_head_influence
                            mha.py             MultiHeadAttention (and torch_compat.py behind it)
                            checkers/nb05.py   check_merge_heads, check_mha_forward
-06 exploring heads         head_explorer.py   explorer_module, resplit_heads, head_attention_maps,
-                                              attention_entropy, previous_token_share, HeadExplorer,
+06 exploring heads         head_explorer.py   explorer_module, resplit_heads, head_attention_maps, HeadExplorer,
                                               EXPLORER_MAX_TOKENS
+                           head_maps.py       attention_entropy, previous_token_share (and the explorer's figure)
                            checkers/nb06.py   check_head_dims, check_head_entropy, check_previous_token_share
 07 MHA in Transformers     transformer.py     TransformerBlock, toy_batch
                            vision.py          toy_image, patchify, positions_2d, PatchEmbedding,
@@ -63,7 +63,8 @@ notebook                   file               names the notebook uses
                                               occurrence_losses, InductionHistory, train_induction_model,
                                               circuit_heads, induction_ablation, plot_occurrence_losses,
                                               plot_head_scores, plot_circuit_maps, plot_snapshot_strip,
-                                              TrainingReplay (and heads_switched_off from lookup.py)
+                                              TrainingReplay, stored_one_layer_run (its numbers are stored in
+                                              induction_reference.py); heads_switched_off from lookup.py
                            checkers/nb12.py   check_previous_token_score, check_induction_score,
                                               check_head_to_switch_off
 13 bug hunt                audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in audit_probes.py)
@@ -112,14 +113,15 @@ from _mha_helpers.efficient import (
 )
 from _mha_helpers.figures import head_influence, plot_attention, plot_head_influence, plot_heads, plot_soft_lookup
 from _mha_helpers.head_explorer import (
-    EXPLORER_MAX_TOKENS, HeadExplorer, attention_entropy, explorer_module, head_attention_maps, head_explorer,
-    plot_head_explorer, previous_token_share, resplit_heads,
+    EXPLORER_MAX_TOKENS, HeadExplorer, explorer_module, head_attention_maps, head_explorer, plot_head_explorer,
+    resplit_heads,
 )
+from _mha_helpers.head_maps import attention_entropy, previous_token_share
 from _mha_helpers.induction import (
     PERIOD_RANGE, InductionHistory, InductionModel, TrainingReplay, circuit_heads, induction_ablation,
     induction_example, induction_letters, induction_maps, induction_scores, induction_test_set, occurrence_losses,
     occurrence_masks, plot_circuit_maps, plot_head_scores, plot_occurrence_losses, plot_snapshot_strip,
-    previous_token_scores, repeated_sequences, train_induction_model,
+    previous_token_scores, repeated_sequences, stored_one_layer_run, train_induction_model,
 )
 from _mha_helpers.inference import (
     MaskEditor, decode_cost, fully_masked_rows, mask_editor, mask_forms, naive_masked_softmax,
