@@ -576,3 +576,19 @@ class TrainingReplay:
 
     def __repr__(self) -> str:
         return f"TrainingReplay({len(self.history.steps)} snapshots, steps 0..{self.history.steps[-1]})"
+
+
+def stored_one_layer_run() -> tuple[InductionHistory, dict[str, float]]:
+    """The record of ``train_induction_model(seed=0, num_layers=1)`` with every other argument at its default,
+    stored so that notebook 12 need not spend ~8 s training its comparison model: ``(history, losses)``, the
+    history without maps, and :func:`occurrence_losses` of the trained model.
+
+    The stored numbers live in ``induction_reference.py``, written by ``python tests/make_induction_reference.py``;
+    ``tests/test_claims_induction.py`` retrains the model and checks that it gives the same numbers.
+    """
+    from .induction_reference import ONE_LAYER_SEED_0
+
+    stored = ONE_LAYER_SEED_0
+    history = InductionHistory(steps=list(stored["steps"]), train_loss=list(stored["train_loss"]),
+                               first_loss=list(stored["first_loss"]), repeated_loss=list(stored["repeated_loss"]))
+    return history, dict(stored["losses"])

@@ -84,3 +84,15 @@ def test_the_notebook_seed_grows_the_circuit(seed):
     heads = mh.circuit_heads(run["model"])
     assert mh.occurrence_losses(run["model"], [(0, heads["previous"])])["repeated"] > run["first"] / 2
     assert _run(seed, num_layers=1)["repeated"] > 1.0
+
+
+def test_the_stored_one_layer_run_is_what_training_gives():
+    """Notebook 12 shows the 1-layer comparison from induction_reference.py: retrain it and compare every number."""
+    from make_induction_reference import reference
+
+    fresh = reference()
+    stored_history, stored_losses = mh.stored_one_layer_run()
+    assert stored_history.steps == fresh["steps"]
+    for key in ("train_loss", "first_loss", "repeated_loss"):
+        assert getattr(stored_history, key) == pytest.approx(fresh[key], abs=1e-6), key
+    assert stored_losses == pytest.approx(fresh["losses"], abs=1e-6)
