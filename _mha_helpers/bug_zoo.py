@@ -9,6 +9,7 @@ same on every run.
 
 from __future__ import annotations
 
+import html
 import inspect
 import math
 import textwrap
@@ -388,7 +389,6 @@ class ZooTable:
         return "\n".join([line(self._HEAD), *(line(r) for r in self.rows)])
 
     def _repr_html_(self) -> str:
-        import html
 
         def cells(r, tag):
             left = ' style="text-align:left"'  # notebooks right-align table cells by default

@@ -4,7 +4,12 @@ kernel PyTorch picked.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -74,7 +79,6 @@ def attention_map_bytes(batch: int, num_heads: int, seq_len: int, key_len: int |
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """The median wall-clock time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs (CUDA is synchronised)."""
-    import time
 
     _check_callable("fn", fn)
     _check_positive_int("repeats", repeats)
@@ -96,7 +100,6 @@ class _QuietStderr:
     """Silence the process's stderr (file descriptor 2) for a moment: torch's profiler prints start/stop lines there."""
 
     def __enter__(self):
-        import sys
 
         sys.stderr.flush()
         self._saved = os.dup(2)
@@ -151,7 +154,6 @@ MEMORY_METHODS = ("naive", "online", "sdpa", "mha_weights", "mha_fast")
 def _memory_method(device: torch.device) -> str:
     """How the peak memory of a job on ``device`` can be read on this system (see the table above)."""
     import importlib.util
-    import sys
 
     if device.type == "cuda":
         return "cuda"
@@ -188,7 +190,6 @@ def _windows_peak_bytes() -> int:
 def _maxrss_bytes() -> int:
     """resource.getrusage's peak resident size in bytes: the field is in bytes on macOS and in kB elsewhere."""
     import resource
-    import sys
 
     unit = 1 if sys.platform == "darwin" else 1024  # sys.platform, not os.uname(): the latter is Unix-only
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
@@ -265,8 +266,6 @@ def _measure_in_this_process(job: dict, device: torch.device, method: str) -> fl
 
 def _memory_worker() -> None:
     """Entry point of the measuring subprocess: reads {"jobs": [...], "device": ..., "reset": ...} from stdin."""
-    import json
-    import sys
 
     request = json.load(sys.stdin)
     device = torch.device(request["device"])
@@ -291,9 +290,6 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
     allocator's peak is used, and its jobs share one process. Where
     none of these exists, a warning says so and every result is NaN (nothing was measured).
     """
-    import json
-    import subprocess
-    import sys
 
     if isinstance(jobs, (str, dict)) or not isinstance(jobs, Sequence):
         raise TypeError(f"jobs must be a list of dicts, e.g. [dict(method='sdpa', batch=1, heads=1, seq=256, "
@@ -313,7 +309,6 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
     device = torch.device(device)
     method = _memory_method(device)
     if method == "none":
-        import warnings
 
         warnings.warn(
             f"peak memory cannot be measured on this system ({sys.platform}: no /proc/self/clear_refs, no resource "

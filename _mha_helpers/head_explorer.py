@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -292,7 +293,6 @@ class HeadExplorer:
 
     def redraw(self) -> bytes:
         """Recompute the maps for the current controls and redraw; returns the PNG bytes shown."""
-        import time
 
         start = time.perf_counter()
         num_heads, causal = self.head_slider.value, self.causal.value

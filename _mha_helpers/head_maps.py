@@ -5,6 +5,7 @@ and the figure it draws them in, one Agg figure per head count and sentence, dra
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 
@@ -199,7 +200,6 @@ class _HeadFigure:
 
     def png(self) -> bytes:
         """Render a live figure to PNG bytes: the background once, then only the dynamic artists on top of it."""
-        import io
 
         import matplotlib
         import numpy as np

@@ -25,6 +25,7 @@ ipywidgets whose observers write labels (00's split slider) needs no exporter of
 from __future__ import annotations
 
 import ast
+import html
 import io
 import itertools
 import json
@@ -374,7 +375,6 @@ def _export_label_widgets(source: str, output: dict) -> StaticWidget | None:
         state = {}
         for (name, _), out in zip(slots, outputs, strict=True):
             if isinstance(out, widgets.Label):
-                import html
 
                 state[name] = html.escape(out.value)
             else:

@@ -8,6 +8,7 @@ square version, e.g. ``sliding_window_mask(S, window)[-L:]``; :class:`MultiHeadL
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -543,7 +544,6 @@ class VariantCostMeter:
 
     def redraw(self) -> bytes:
         """Measure the four variants at the sliders' values, redraw; returns the PNG bytes shown."""
-        import io
 
         from matplotlib.figure import Figure
 
