@@ -7,6 +7,11 @@ only would fail here.
 
 Tests marked ``slow`` retrain tiny models for thousands of steps (minutes on one core); they run only when the
 environment variable ``MHA_SLOW_CLAIMS=1`` is set. Everything else is kept small (about a minute on one core).
+
+This file holds the claims of notebooks 01–06, 08 and 09. The later notebooks' claims sit beside it, one file each,
+with the same rules: ``test_claims_inference.py`` (07's ViT and positions sections, 10), ``test_claims_variants.py``
+(11), ``test_claims_induction.py`` (12: the circuit forms on unseen seeds, the ablation is causal) and
+``test_claims_audit.py`` (13).
 """
 
 from __future__ import annotations
