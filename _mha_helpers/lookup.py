@@ -128,7 +128,11 @@ class heads_switched_off:  # lower-case: used like a function, `with mh.heads_sw
     def __init__(self, attn: MultiHeadAttention, heads: int | Sequence[int]) -> None:
         if not isinstance(attn, MultiHeadAttention):
             raise TypeError(f"attn must be an mha_helpers.MultiHeadAttention, got {type(attn).__name__}")
-        heads = [heads] if isinstance(heads, int) and not isinstance(heads, bool) else list(heads)
+        if isinstance(heads, int) and not isinstance(heads, bool):
+            heads = [heads]
+        elif isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
+            raise TypeError(f"heads must be a head number or a list of them, e.g. [0], got {heads!r}")
+        heads = list(heads)
         for h in heads:
             if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < attn.num_heads:
                 raise ValueError(f"heads must be head numbers in 0..{attn.num_heads - 1}, got {h!r}")
@@ -301,6 +305,7 @@ def steps_to_solve(
 def lookup_test_set(num_examples: int = 2000, seq_len: int = 8, vocab_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed test sequences every evaluation uses: ``tokens (n, seq)``, ``targets (n, seq, 2)`` (seed 12345,
     which no training run uses)."""
+    _check_positive_int("num_examples", num_examples)
     return make_two_lookup_batch(num_examples, seq_len, vocab_size, generator=torch.Generator().manual_seed(12345))
 
 
@@ -339,6 +344,8 @@ def lookup_accuracy(
 
 def lookup_attention(model: TinyLookupModel, tokens: torch.Tensor) -> torch.Tensor:
     """The trained model's per-head attention for some sequences: ``(batch, seq)`` -> ``(batch, heads, seq, seq)``."""
+    if not isinstance(model, TinyLookupModel):
+        raise TypeError(f"model must be a TinyLookupModel (from train_lookup_model), got {type(model).__name__}")
     with _OneThread(), torch.no_grad():
         _, weights = model(tokens, return_weights=True)
     return weights
@@ -353,6 +360,7 @@ def attention_shares(weights: torch.Tensor, start: int = 2) -> torch.Tensor:
     """
     _check_float_tensor("weights", weights, ranks=(4,))
     L = weights.shape[-2]
+    _check_positive_int("start", start)
     if not 1 <= start < L:
         raise ValueError(f"start must be in 1..{L - 1} (a query with a previous token), got start={start}")
     queries = torch.arange(start, L, device=weights.device)  # (n_q,)
@@ -396,12 +404,25 @@ def head_count_sweep(
 SOLVED_AT: float = 0.95
 
 
+def _check_sweep_results(results: object) -> None:
+    """``results`` as :func:`head_count_sweep` returns it: ``{num_heads: [one dict per seed]}``, not empty."""
+    if not isinstance(results, dict) or not all(isinstance(r, list) for r in results.values()):
+        raise TypeError(
+            f"results must be head_count_sweep's dict {{num_heads: [per-seed dicts]}}, got {type(results).__name__}"
+        )
+    if not results or not all(results.values()):
+        raise ValueError("results is empty: run head_count_sweep first")
+
+
 def sweep_summary(
     results: dict[int, list[dict[str, float]]], key: str = "both", threshold: float = SOLVED_AT
 ) -> list[dict[str, float]]:
     """One row per head count: ``num_heads``, ``mean``, ``min``, ``max`` of ``key`` accuracy over the seeds, and
     ``solved``, how many seeds reached ``threshold`` (of ``runs``). A result that is either solved or stuck (the
     usual case here) is better described by ``solved`` and the per-seed values than by its mean."""
+    _check_sweep_results(results)
+    if not isinstance(key, str) or any(key not in r for runs in results.values() for r in runs):
+        raise ValueError(f"key must be one of the accuracy names, e.g. 'both', 'previous', 'first', got {key!r}")
     rows = []
     for h, runs in results.items():
         values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
@@ -452,6 +473,7 @@ def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | N
     Returns the ``Axes``."""
     import matplotlib.pyplot as plt
 
+    _check_sweep_results(results)
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 5.2))
     heads = list(results)

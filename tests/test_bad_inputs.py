@@ -876,3 +876,30 @@ def test_decoder_block_names_memory_arguments(kwargs, exc, fragment):
 def test_gqa_layer_with_no_tokens():
     with pytest.raises(ValueError, match=esc("x has no tokens (shape (1, 0, 8))")):
         mh.GroupedQuerySelfAttention(8, 4, 2)(torch.randn(1, 0, 8))
+
+
+# ---- notebook 08's analysis helpers: the rest of lookup.py ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: mh.sweep_summary(None), TypeError, "results must be head_count_sweep's dict"),
+        (lambda: mh.sweep_summary({}), ValueError, "results is empty"),
+        (lambda: mh.sweep_summary({1: [{"both": 1.0}]}, key="x"), ValueError, "key must be one of"),
+        (lambda: mh.plot_head_sweep({}), ValueError, "results is empty"),
+        (lambda: mh.lookup_test_set("x"), TypeError, "num_examples must be a positive int"),
+        (lambda: mh.lookup_attention(None, torch.zeros(1, 8, dtype=torch.long)), TypeError, "model must be a TinyLookupModel"),
+        (lambda: mh.attention_shares(torch.rand(1, 1, 8, 8), start=1.5), TypeError, "start must be a positive int"),
+    ],
+)
+def test_lookup_analysis_helpers_name_the_bad_argument(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+@pytest.mark.parametrize("heads", [None, True, 1.5, "0"])
+def test_heads_switched_off_refuses_what_is_not_a_head_list(heads):
+    with pytest.raises(TypeError, match="heads must be a head number or a list"):
+        with mh.heads_switched_off(mh.MultiHeadAttention(8, 2), heads):
+            pass
