@@ -16,6 +16,7 @@ JupyterLab scrolls inside its own panel, so screenshots are element screenshots.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -320,3 +322,47 @@ class NotebookPage:
                 return before, after
             time.sleep(0.2)
         return before, after
+
+
+#: Under CI a missing browser is a failure, not a reason to skip.
+IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip a browser test whose browser or driver is missing; fail it instead when CI is "true"."""
+    import pytest
+
+    if IN_CI:
+        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(f"browser tests skipped: {reason}")
+
+
+@contextlib.contextmanager
+def notebook_in_lab(notebook: Path, prefix: str = "mha-browser-"):
+    """A fresh JupyterLab serving a cleared copy of ONE notebook, and a Chromium page for it.
+
+    Yields a :class:`NotebookPage` that is not opened yet; stops the browser and the server afterwards. Skips (fails
+    under CI) when chromium or playwright is missing. The single-notebook browser tests (10, 11, 12) share it.
+    """
+    executable = chromium_path()
+    if executable is None:
+        unavailable("no chromium on PATH (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install -r requirements.txt)")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = prepare_workdir(Path(tmp) / "work", [notebook])
+        server = JupyterLabServer(workdir, Path(tmp) / "scratch")
+        server.start()
+        playwright = sync_playwright().start()
+        try:
+            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            try:
+                page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                yield NotebookPage(page, server, notebook.name)
+            finally:
+                chromium.close()
+        finally:
+            playwright.stop()
+            server.stop()

@@ -12,54 +12,24 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
-from jupyterlab_driver import CHROMIUM_ARGS, ROOT, JupyterLabServer, NotebookPage, chromium_path, prepare_workdir
+from jupyterlab_driver import ROOT, notebook_in_lab
 
 NOTEBOOK = ROOT / "notebooks" / "12_heads_that_compose.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 ALWAYS_SCREENSHOT = os.environ.get("MHA_BROWSER_SCREENSHOTS", "") == "1"
-
-
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {reason}")
 
 
 @pytest.fixture(scope="module")
 def page_of_notebook_12():
-    executable = chromium_path()
-    if executable is None:
-        _unavailable("no chromium on PATH (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install -r requirements.txt)")
-    with tempfile.TemporaryDirectory(prefix="mha-browser-12-") as tmp:
-        workdir = prepare_workdir(Path(tmp) / "work", [NOTEBOOK])
-        server = JupyterLabServer(workdir, Path(tmp) / "scratch")
-        server.start()
-        playwright = sync_playwright().start()
-        try:
-            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                nb = NotebookPage(page, server, NOTEBOOK.name)
-                nb.open()
-                nb.run_all()
-                nb.wait_all_executed(420.0)  # two trainings: generous, the two cores are shared
-                assert nb.wait_widgets_settled() == 0, "a widget still says 'Loading widget...'"
-                yield nb
-            finally:
-                chromium.close()
-        finally:
-            playwright.stop()
-            server.stop()
+    with notebook_in_lab(NOTEBOOK, prefix="mha-browser-12-") as nb:
+        nb.open()
+        nb.run_all()
+        nb.wait_all_executed(420.0)  # two trainings: generous, the two cores are shared
+        assert nb.wait_widgets_settled() == 0, "a widget still says 'Loading widget...'"
+        yield nb
 
 
 def _state(replay) -> dict:

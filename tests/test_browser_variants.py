@@ -9,53 +9,23 @@ output, no "Error displaying widget" before or after. Skips without chromium unl
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
-from jupyterlab_driver import CHROMIUM_ARGS, ROOT, JupyterLabServer, NotebookPage, chromium_path, prepare_workdir
+from jupyterlab_driver import ROOT, notebook_in_lab
 
 NOTEBOOK = ROOT / "notebooks" / "11_attention_variants.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 
 #: slider CSS class -> the read-out's label for its value
 SLIDERS = {"mha-meter-kv": "num_kv_heads", "mha-meter-latent": "latent_dim", "mha-meter-window": "window"}
 
 
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {reason}")
-
-
 @pytest.fixture(scope="module")
 def page():
-    executable = chromium_path()
-    if executable is None:
-        _unavailable("no chromium on PATH (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install -r requirements.txt)")
-    with tempfile.TemporaryDirectory(prefix="mha-browser-variants-") as tmp:
-        workdir = prepare_workdir(Path(tmp) / "work", [NOTEBOOK])
-        server = JupyterLabServer(workdir, Path(tmp) / "scratch")
-        server.start()
-        playwright = sync_playwright().start()
-        try:
-            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                yield NotebookPage(page, server, NOTEBOOK.name)
-            finally:
-                chromium.close()
-        finally:
-            playwright.stop()
-            server.stop()
+    with notebook_in_lab(NOTEBOOK, prefix="mha-browser-variants-") as nb:
+        yield nb
 
 
 def _meter_state(meter) -> dict:
