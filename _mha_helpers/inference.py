@@ -17,7 +17,7 @@ import torch
 from .attention import causal_mask, scaled_dot_product_attention
 from .common import _check_float_tensor, _check_positive_int
 from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
-from .static_widgets import Control, StaticWidget, _literal_call_arguments, register_exporter, state_key
+from .static_widgets import Control, StaticWidget, recreate_from_cell, register_exporter, state_key
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes
@@ -518,15 +518,5 @@ def mask_editor_states(editor: MaskEditor) -> StaticWidget:
 @register_exporter
 def _export_mask_editor(source: str, output: dict) -> StaticWidget | None:
     """``mh.mask_editor(...)`` in a cell whose stored output is its widget: re-create it and export its presets."""
-    text = output.get("data", {}).get("text/plain", "")
-    text = "".join(text) if isinstance(text, list) else text
-    if not text.startswith("MaskEditor("):
-        return None
-    kwargs = _literal_call_arguments(source, "mask_editor")
-    if kwargs is None:
-        raise ValueError(f"a cell shows {text} but does not call mask_editor(...) itself; the site cannot copy it")
-    editor = mask_editor(**kwargs)
-    if repr(editor) != text:
-        raise ValueError(f"the stored output says {text} but mask_editor(**{kwargs}) gives {editor!r}: "
-                         "re-execute the notebook (tests/refresh_notebooks.py) before building the site")
-    return mask_editor_states(editor)
+    editor = recreate_from_cell(source, output, "MaskEditor(", mask_editor)
+    return None if editor is None else mask_editor_states(editor)

@@ -14,7 +14,7 @@ Adding another kernel-free widget (a mask editor, a cost meter, a training-time 
 that defines the widget, write a function ``exporter(source, output) -> StaticWidget | None`` that recognises the
 widget in a code cell (its ``source`` and its stored ``output``, a dict with ``data``; e.g. by the ``text/plain``
 its ``__repr__`` stored), returns ``None`` for anything else, re-creates the widget from the cell's literal
-arguments (:func:`_literal_call_arguments`) and computes the states by setting the live widget's own controls and
+arguments (:func:`recreate_from_cell`) and computes the states by setting the live widget's own controls and
 reading what it displays (see :func:`head_explorer_states`); decorate it with :func:`register_exporter`. Keep the
 number of states small (:data:`MAX_STATES`): a state is a figure the reader downloads. ``site/build.py`` calls
 :func:`export_static_widget` on every widget output (which imports ``mha_helpers``, so every module's exporters are
@@ -206,6 +206,28 @@ def _literal_call_arguments(source: str, function: str) -> dict[str, object] | N
                          f"{ast.unparse(call)}") from exc
 
 
+def recreate_from_cell(source: str, output: dict, repr_prefix: str, factory: Callable[..., object]) -> object | None:
+    """The live widget a cell made, built again: ``factory(**the cell's literal arguments)``.
+
+    None when the stored ``text/plain`` does not start with ``repr_prefix`` (not this kind of widget). The stored text
+    must equal the re-created widget's repr: if the notebook's output came from other arguments, the build stops
+    instead of showing a different widget.
+    """
+    text = output.get("data", {}).get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    if not text.startswith(repr_prefix):
+        return None
+    name = factory.__name__
+    kwargs = _literal_call_arguments(source, name)
+    if kwargs is None:
+        raise ValueError(f"a cell shows {text} but does not call {name}(...) itself; the site cannot copy it")
+    widget = factory(**kwargs)
+    if repr(widget) != text:
+        raise ValueError(f"the stored output says {text} but {name}(**{kwargs}) gives {widget!r}: "
+                         "re-execute the notebook (tests/refresh_notebooks.py) before building the site")
+    return widget
+
+
 def head_explorer_states(explorer, compress: bool = True) -> StaticWidget:
     """Every state of a live :class:`HeadExplorer`, drawn by the explorer itself.
 
@@ -274,20 +296,10 @@ def _export_head_explorer(source: str, output: dict) -> StaticWidget | None:
     explorer's: if the notebook's stored output came from other arguments, the build stops instead of showing a
     different widget.
     """
-    text = output.get("data", {}).get("text/plain", "")
-    text = "".join(text) if isinstance(text, list) else text
-    if not text.startswith("HeadExplorer("):
-        return None
-    kwargs = _literal_call_arguments(source, "head_explorer")
-    if kwargs is None:
-        raise ValueError(f"a cell shows {text} but does not call head_explorer(...) itself; the site cannot copy it")
     from .head_explorer import head_explorer
 
-    explorer = head_explorer(**kwargs)
-    if repr(explorer) != text:
-        raise ValueError(f"the stored output says {text} but head_explorer(**{kwargs}) gives {explorer!r}: "
-                         "re-execute the notebook (tests/refresh_notebooks.py) before building the site")
-    return head_explorer_states(explorer)
+    explorer = recreate_from_cell(source, output, "HeadExplorer(", head_explorer)
+    return None if explorer is None else head_explorer_states(explorer)
 
 
 # ---- a plain ipywidgets cell: sliders and check boxes whose observers set labels ---------------------------------
