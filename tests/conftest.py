@@ -1,4 +1,4 @@
-"""Shared fixtures for the tests of the reference Multi-Head Attention in mha_helpers.
+"""Shared fixtures of every lane: the reference Multi-Head Attention's test pairs, and one headless Chromium.
 
 The fixtures hand out small functions rather than objects, so that a parametrized test can build exactly the
 pair of modules it needs:
@@ -7,10 +7,13 @@ pair of modules it needs:
   ``torch.nn.MultiheadAttention`` holding the same weights, copied in the direction asked for;
 * ``grads_by_torch_name(ours)`` -> ``{torch parameter name: gradient}``: our W_q/W_k/W_v/W_o gradients laid out
   the way PyTorch stores its parameters (packed ``in_proj_weight`` or separate ``q/k/v_proj_weight``), so the two
-  modules' gradients can be compared name by name.
+  modules' gradients can be compared name by name;
+* ``chromium``: one headless Chromium for the session, shared by the browser lane (JupyterLab) and the site lane.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import torch
@@ -89,3 +92,41 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: Chromium's switches for a headless run with no network and no first-run chores (see ../shared/FINDINGS.md).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (or chromium-browser / google-chrome) on PATH, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium driven by Playwright, for the browser and site lanes. Those lanes are asked for by name
+    (``-m browser``, ``-m site``), so a missing browser is a failure that says how to install it, never a skip."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.fail("the browser and site lanes need Chromium on PATH: on Debian/Ubuntu `apt-get install chromium` "
+                    "(Playwright's own browser download is not used)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+    finally:
+        playwright.stop()

@@ -7,7 +7,7 @@
 Each exercise stub is replaced by the solution folded beneath it plus an ``assert`` on its checker, the notebook is
 run top to bottom in a fresh kernel, and (without --check) the result is written to the output folder, where every
 checker prints ✅. The output folder is ignored by git: the committed notebooks stay the students' version.
-tests/test_answer_key.py checks the same solutions in seconds, without executing the notebooks.
+tests/unit/test_answer_key.py checks the same solutions in seconds, without executing the notebooks.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 It trains ``mh.train_induction_model(seed=0, num_layers=1)`` (defaults otherwise; one CPU thread, so the numbers are
 the same on every machine that runs this torch) and stores its history's losses and its final losses, which
 ``mh.stored_one_layer_run()`` hands to the notebook. Run it again whenever the model, the task or the defaults of
-``train_induction_model`` change; tests/test_claims_induction.py retrains the run and fails when the stored numbers
+``train_induction_model`` change; tests/claims/test_claims_induction.py retrains the run and fails when the stored numbers
 are stale.
 """
 

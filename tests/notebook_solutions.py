@@ -1,7 +1,7 @@
 """The exercises of the notebooks and their folded solutions, read straight from the .ipynb files.
 
-Shared by tests/test_answer_key.py (the fast check: every solution against its checker in a bare namespace),
-tests/test_checker_contract.py (one contract test over every checker) and tests/make_answer_key.py (the teacher's
+Shared by tests/unit/test_answer_key.py (the fast check: every solution against its checker in a bare namespace),
+tests/unit/test_checker_contract.py (one contract test over every checker) and tests/make_answer_key.py (the teacher's
 executed copies). Not a test module itself, so scripts may import it.
 
 An exercise is a code cell holding a stub (``raise NotImplementedError``) and a call of its checker,

@@ -1,7 +1,7 @@
 """The machinery every exercise checker shares: call the student's function, turn what happens into one line
 (pass, a specific hint, or "not yet"), and never raise into the notebook.
 
-The contract, the same for every ``check_*`` (tests/test_checker_contract.py tests it for all of them):
+The contract, the same for every ``check_*`` (tests/unit/test_checker_contract.py tests it for all of them):
 
 * A checker is written as ``@exercise_checker("Exercise N.k: name")`` over a function that returns None on a pass
   or a hint string. It calls the student's function only through :func:`_call_student`.

@@ -22,6 +22,8 @@ import pytest
 
 import mha_helpers as mh
 
+pytestmark = pytest.mark.slow  # every claim here trains models: the slow lane (python -m pytest -m slow)
+
 CLAIM_SEEDS = (1001, 1002, 1003, 1004, 1005)
 ABLATION_SEEDS = CLAIM_SEEDS + (1006, 1007)
 

@@ -3,8 +3,8 @@
 What it promises: the head-count slider offers only valid head counts; moving it re-splits the SAME weights (the
 very same Parameter objects, the same parameter count) and redraws the figure and the head_dim read-out; the maps are
 the ones the reference module computes; the per-head numbers (entropy, previous-token share) are right; bad input
-gets a clear error or a message in the widget, never a traceback. (06's exercise checkers: tests/test_checkers_06.py;
-tests/test_browser.py checks the same widgets in a real JupyterLab.)
+gets a clear error or a message in the widget, never a traceback. (06's exercise checkers: tests/unit/test_checkers_06.py;
+tests/browser/test_browser.py checks the same widgets in a real JupyterLab.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the fused path when need_weights=False; cross-attention; kdim/vdim != embed_dim)
 PyTorch accepts, the three need_weights/average_attn_weights combinations, and both directions of copying the
 weights (``from_torch`` and ``to_torch``). Sizes are tiny (embed_dim 8, 2 heads, L=4, S=5, batch 3) so that the
 whole grid runs in a few seconds. Masks never block key 0, so no query row is fully masked (PyTorch gives NaN
-there; tests/test_mha_properties.py covers those rows).
+there; tests/unit/test_mha_properties.py covers those rows).
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
-"""Every notebook runs in a real JupyterLab in a real browser, and every head-count slider moves and redraws.
+"""Every notebook runs in a real JupyterLab in a real browser, and every widget a student moves reacts.
 
 One JupyterLab server for the module (127.0.0.1, random token, throw-away configuration) serves a temporary copy of
 all notebooks with their outputs cleared; headless Chromium (Debian's ``chromium``, driven by Playwright) opens each
 one, runs all cells and waits until every code cell has run. Then: no traceback, no error output and no "Error
 displaying widget" anywhere; and for every head explorer in the page (``mh.head_explorer``, found by its CSS
 class), pressing → on its head-count slider must change the figure (the ``<img>``'s ``src``) and the head_dim
-read-out. The notebooks are collected when the tests are, so a notebook added later is covered automatically.
+read-out; notebooks 10, 11 and 12 then have their own widgets used on the same page (the mask editor, the cost
+meter, the training replay: ``widgets_in_lab.py``), so JupyterLab starts once and notebook 12 trains once. The
+notebooks are collected when the tests are, so a notebook added later is covered automatically.
 
-Without chromium the tests skip, unless the environment variable CI is "true": then a missing browser fails.
-On failure a screenshot of the notebook (and of each explorer) goes to ``test-artifacts/``; with
+This is the ``browser`` lane (``python -m pytest -m browser``); it needs Debian's ``chromium`` (the ``chromium``
+fixture in tests/conftest.py fails with the install command when it is missing). On failure a screenshot of the notebook (and of each explorer) goes to ``test-artifacts/``; with
 ``MHA_BROWSER_SCREENSHOTS=1`` the explorers are saved before and after the move even when the test passes.
 """
 
@@ -21,11 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyterlab_driver import PANEL, ROOT, JupyterLabServer, NotebookPage, chromium_path, prepare_workdir
+from jupyterlab_driver import PANEL, ROOT, JupyterLabServer, NotebookPage, prepare_workdir
+from widgets_in_lab import widget_check_for
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ARTIFACTS = ROOT / "test-artifacts"
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 ALWAYS_SCREENSHOT = os.environ.get("MHA_BROWSER_SCREENSHOTS", "") == "1"
 
 #: Seconds for "run all" to finish, per notebook number; generous, because the two cores are shared.
@@ -33,33 +35,12 @@ RUN_TIMEOUT = {"08": 420.0, "12": 420.0}  # the two notebooks that train a model
 DEFAULT_RUN_TIMEOUT = 180.0
 
 
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {reason}")
-
-
 @pytest.fixture(scope="module")
-def browser():
-    executable = chromium_path()
-    if executable is None:
-        _unavailable("no chromium on PATH (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install -r requirements.txt)")
-    from jupyterlab_driver import CHROMIUM_ARGS
-
-    playwright = sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            # One context for all pages: JupyterLab's scripts are loaded once and then come from the cache.
-            yield chromium.new_context(viewport={"width": 1400, "height": 1000})
-        finally:
-            chromium.close()
-    finally:
-        playwright.stop()
+def browser(chromium):
+    """One context for all pages: JupyterLab's scripts are loaded once and then come from the cache."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    yield context
+    context.close()
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +100,11 @@ def test_notebook_runs_in_jupyterlab(lab, browser, notebook):
                 f"{notebook.name}: explorer {i}: the head_dim read-out did not change: "
                 f"{before['readout']!r} -> {after['readout']!r}"
             )
+        check_widgets = widget_check_for(notebook)
+        if check_widgets is not None:
+            check_widgets(nb)
         errors = nb.errors()
-        assert not errors, f"{notebook.name}: errors after moving the sliders:\n" + "\n---\n".join(errors)
+        assert not errors, f"{notebook.name}: errors after moving the widgets:\n" + "\n---\n".join(errors)
         print(f"{notebook.name}: opened in {timings['open']:.1f} s, ran in {timings['run all']:.1f} s, "
               f"{state['code']} code cells, {explorers.count()} head explorer(s)")
     except BaseException:

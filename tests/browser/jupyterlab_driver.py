@@ -1,6 +1,6 @@
-"""Drive a real JupyterLab from headless Chromium: the support code of tests/test_browser.py.
+"""Drive a real JupyterLab from headless Chromium: the support code of tests/browser/test_browser.py (the browser
+itself is the ``chromium`` fixture of tests/conftest.py).
 
-* :func:`chromium_path` finds Debian's ``chromium`` (Playwright never downloads a browser here).
 * :func:`prepare_workdir` copies the notebooks (outputs and saved widget state cleared, so "every prompt is numbered"
   means "ran in this browser"), ``images/`` and ``requirements.txt`` into a temporary folder outside the repository.
 * :class:`JupyterLabServer` starts ``jupyter lab`` on 127.0.0.1 with a random token and throw-away config, data,
@@ -16,7 +16,6 @@ JupyterLab scrolls inside its own panel, so screenshots are element screenshots.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -25,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,26 +31,10 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-
-#: Chromium's switches for a headless run with no network and no first-run chores.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The visible notebook panel (restored or closed tabs stay in the page, hidden).
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-
-
-def chromium_path() -> str | None:
-    """Debian's chromium (or chromium-browser / google-chrome) on PATH, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 def prepare_workdir(dest: Path, notebooks: list[Path]) -> Path:
@@ -322,47 +304,3 @@ class NotebookPage:
                 return before, after
             time.sleep(0.2)
         return before, after
-
-
-#: Under CI a missing browser is a failure, not a reason to skip.
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    """Skip a browser test whose browser or driver is missing; fail it instead when CI is "true"."""
-    import pytest
-
-    if IN_CI:
-        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {reason}")
-
-
-@contextlib.contextmanager
-def notebook_in_lab(notebook: Path, prefix: str = "mha-browser-"):
-    """A fresh JupyterLab serving a cleared copy of ONE notebook, and a Chromium page for it.
-
-    Yields a :class:`NotebookPage` that is not opened yet; stops the browser and the server afterwards. Skips (fails
-    under CI) when chromium or playwright is missing. The single-notebook browser tests (10, 11, 12) share it.
-    """
-    executable = chromium_path()
-    if executable is None:
-        unavailable("no chromium on PATH (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the playwright package is not installed (pip install -r requirements.txt)")
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        workdir = prepare_workdir(Path(tmp) / "work", [notebook])
-        server = JupyterLabServer(workdir, Path(tmp) / "scratch")
-        server.start()
-        playwright = sync_playwright().start()
-        try:
-            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                yield NotebookPage(page, server, notebook.name)
-            finally:
-                chromium.close()
-        finally:
-            playwright.stop()
-            server.stop()

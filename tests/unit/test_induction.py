@@ -1,6 +1,6 @@
 """Notebook 12's helpers (``_mha_helpers/induction.py``) and checkers: shapes, the task's guarantees, bad inputs,
 and bit-identical training at 1 and 2 threads. Short trainings only (a few steps); the claims about fully trained
-models are in tests/test_claims_induction.py.
+models are in tests/claims/test_claims_induction.py.
 """
 
 from __future__ import annotations
@@ -173,13 +173,12 @@ def test_heads_off_bad_pairs():
         mh.occurrence_losses(model, [(0, 9)])
 
 
-# ---- training: determinism, caching, history -----------------------------------------------------------------
+# ---- training: determinism, history -----------------------------------------------------------------
 
 SHORT = {"steps": 6, "batch_size": 8, "d_model": 16, "num_heads": 2, "snapshot_every": 3, "progress": False}
 
 
 def _train_at(threads: int, seed: int):
-    induction._TRAINED_RUNS.clear()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -200,7 +199,6 @@ def test_training_is_bit_identical_at_one_and_two_threads():
 
 
 def test_history_records_every_snapshot_and_leaves_the_callers_rng_alone():
-    induction._TRAINED_RUNS.clear()
     torch.manual_seed(42)
     state = torch.get_rng_state()
     model, history = mh.train_induction_model(seed=1, **SHORT)
@@ -211,14 +209,14 @@ def test_history_records_every_snapshot_and_leaves_the_callers_rng_alone():
     assert not model.training
 
 
-def test_a_finished_run_is_remembered_and_handed_out_as_a_copy():
-    induction._TRAINED_RUNS.clear()
+def test_a_run_depends_only_on_its_arguments_not_on_earlier_calls():
     model, history = mh.train_induction_model(seed=2, **SHORT)
     with torch.no_grad():
-        model.unembed.weight.zero_()
+        model.unembed.weight.zero_()  # what a student may do to the model they got back ...
     history.steps.append(99)
-    again, history_again = mh.train_induction_model(seed=2, **SHORT)
+    again, history_again = mh.train_induction_model(seed=2, **SHORT)  # ... changes nothing for the next call
     assert float(again.unembed.weight.detach().abs().sum()) > 0 and 99 not in history_again.steps
+    assert history_again.train_loss == history.train_loss
 
 
 def test_figures_and_replay_build(monkeypatch):
@@ -227,7 +225,6 @@ def test_figures_and_replay_build(monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    induction._TRAINED_RUNS.clear()
     model, history = mh.train_induction_model(seed=0, **SHORT)
     mh.plot_occurrence_losses(history, history)
     mh.plot_head_scores(history)

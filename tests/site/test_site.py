@@ -4,12 +4,12 @@ First, without a browser: the widget export (``_mha_helpers/static_widgets.py``)
 through every state and keeps exactly its pixels, and rejects what it cannot copy.
 
 Then the site is built (the README's command, into a temporary folder) and served on 127.0.0.1, and headless
-Chromium (Debian's ``chromium`` via Playwright, as in tests/test_browser.py) opens every page: no console error,
+Chromium (Debian's ``chromium`` via Playwright, as in tests/browser/test_browser.py) opens every page: no console error,
 every image and diagram loaded, math typeset, folded solutions folded, previous/next links in series order,
 every internal link (and #fragment) resolves, and not one request to another origin (each is recorded and
 blocked). On every kernel-free slider, moving it to every value changes the figure and the head_dim read-out;
 the time from the move to the new figure being decoded and painted is measured, and its median must be <= 100 ms.
-One page is also opened from disk (file://). Without chromium the browser tests skip, unless CI is "true".
+One page is also opened from disk (file://). This is the ``site`` lane (``-m site``): it needs Chromium and npm.
 Screenshots of every page and widget go to ``test-artifacts/site/`` with ``MHA_SITE_SCREENSHOTS=1`` (and on failure).
 """
 
@@ -31,15 +31,14 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
-from jupyterlab_driver import CHROMIUM_ARGS, ROOT, chromium_path
 
 import mha_helpers as mh
 from _mha_helpers import static_widgets as sw
 
+ROOT = Path(__file__).resolve().parents[2]
 SERIES = "[0-9][0-9]_*.ipynb"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob(SERIES))
 ARTIFACTS = ROOT / "test-artifacts" / "site"
-IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 SCREENSHOTS = os.environ.get("MHA_SITE_SCREENSHOTS", "") == "1"
 MEDIAN_LIMIT_MS = 100.0
 #: Every move's response time, gathered over the slider tests and reported by the last test.
@@ -143,12 +142,6 @@ def test_bad_inputs_name_the_argument():
 # ---- the built site in a browser ------------------------------------------------------------------------------
 
 
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"site browser tests cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(f"site browser tests skipped: {reason}")
-
-
 @pytest.fixture(scope="module")
 def built_site(tmp_path_factory):
     """The README's build command, into a temporary folder; returns (folder, seconds, build log, the notebooks).
@@ -161,7 +154,8 @@ def built_site(tmp_path_factory):
         return Path(os.environ["MHA_SITE_DIR"]).resolve(), 0.0, "", sorted((ROOT / "notebooks").glob(SERIES))
     installed = ROOT / "build" / "site-deps" / "node_modules" / "mathjax"
     if shutil.which("npm") is None and not installed.is_dir():
-        _unavailable("the site's build needs npm once, for MathJax (install Node.js)")
+        pytest.fail("the site's build needs npm once, to fetch MathJax: install Node.js (Debian: apt-get install "
+                    "nodejs npm)", pytrace=False)
     out = tmp_path_factory.mktemp("site") / "site"
     notebooks = sorted((ROOT / "notebooks").glob(SERIES))
     start = time.monotonic()
@@ -193,23 +187,9 @@ def server(built_site):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    executable = chromium_path()
-    if executable is None:
-        _unavailable("no chromium on PATH (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install -r requirements.txt)")
-    playwright = sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-    finally:
-        playwright.stop()
+def browser(chromium):
+    """The session's headless Chromium (tests/conftest.py); each page opens in a fresh context of its own."""
+    return chromium
 
 
 class Visit:
@@ -457,7 +437,7 @@ def test_kernel_free_widgets_redraw_at_every_value(browser, server, stem):
 
 
 def _keyboard_moves_the_slider(visit: Visit, widget, root: str, spec: dict) -> None:
-    """What a reader does (and tests/test_browser.py does in JupyterLab): focus the slider, press Home, then →."""
+    """What a reader does (and tests/browser/test_browser.py does in JupyterLab): focus the slider, press Home, then →."""
     slider = next(c for c in spec["controls"] if c["kind"] == "slider")
     handle = widget.locator(f"[data-control='{slider['name']}']")
     handle.focus()

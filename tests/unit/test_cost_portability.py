@@ -24,7 +24,7 @@ import torch
 import mha_helpers as mh
 from _mha_helpers import cost
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL_JOB = {"method": "sdpa", "batch": 1, "heads": 1, "seq": 64, "head_dim": 8, "threads": 1}
 
 

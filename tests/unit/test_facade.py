@@ -18,7 +18,7 @@ import pytest
 
 import mha_helpers as mh
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PACKAGE = ROOT / "_mha_helpers"
 MAP_LINES = 150  # mha_helpers.py is a map, not code: a reader sees all of it at once

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import mha_helpers as mh
-from _mha_helpers.lookup import _TRAINED_LOOKUP_RUNS
 
 matplotlib.use("Agg")
 
@@ -21,7 +20,6 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def trained():
     """The notebook's two models: 1 head and 2 heads at d_model = 8, seed 0."""
-    _TRAINED_LOOKUP_RUNS.clear()
     model_1, losses_1 = mh.train_lookup_model(1, seed=0, progress=False)
     model_2, losses_2 = mh.train_lookup_model(2, seed=0, progress=False)
     return {"model_1": model_1, "losses_1": losses_1, "model_2": model_2, "losses_2": losses_2}
@@ -137,7 +135,6 @@ def test_training_is_bit_identical_at_any_thread_count_and_restores_it():
     before = torch.get_num_threads()
     results = []
     for threads in (1, 2):
-        _TRAINED_LOOKUP_RUNS.clear()
         torch.set_num_threads(threads)
         model, losses = mh.train_lookup_model(2, seed=3, steps=20, progress=False)
         assert torch.get_num_threads() == threads
@@ -147,13 +144,12 @@ def test_training_is_bit_identical_at_any_thread_count_and_restores_it():
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
 
 
-def test_training_leaves_the_callers_random_state_alone_and_remembers_runs():
+def test_training_leaves_the_callers_random_state_alone_and_repeats_exactly():
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    _TRAINED_LOOKUP_RUNS.clear()
     first, losses_a = mh.train_lookup_model(1, seed=5, steps=10, progress=False)
-    again, losses_b = mh.train_lookup_model(1, seed=5, steps=10, progress=False)  # remembered, not retrained
+    again, losses_b = mh.train_lookup_model(1, seed=5, steps=10, progress=False)  # trained again, the same
     mh.lookup_accuracy(first)
     assert torch.equal(torch.rand(3), expected)
     assert losses_a == losses_b and again is not first

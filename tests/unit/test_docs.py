@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ROW = re.compile(r"^\|\s*\[(\d\d) · [^\]]*\]\(([^)]+)\)\s*\|(?:[^|]*\|)*?\s*(\d+)\s*\|\s*$", re.M)
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlparse
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARKDOWN = sorted(p for p in ROOT.glob("*.md"))
 IMAGES = sorted(p for p in (ROOT / "images").iterdir() if p.suffix.lower() in {".svg", ".png", ".jpg", ".gif"})
