@@ -11,7 +11,6 @@ occurrence of its own token and copies the token there.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -268,10 +267,6 @@ class InductionHistory:
                 f"maps {tuple(self.maps.shape)})")
 
 
-#: Finished runs of :func:`train_induction_model` by their arguments: ``(state_dict, history)``.
-_TRAINED_RUNS: dict[tuple, tuple[dict[str, torch.Tensor], InductionHistory]] = {}
-
-
 def train_induction_model(
     seed: int = 0,
     num_layers: int = 2,
@@ -292,7 +287,6 @@ def train_induction_model(
     memorised). Everything random comes from ``seed`` (the weights from ``torch.manual_seed(seed)`` in a forked RNG,
     so the caller's random state is untouched; the data from its own generator) and training runs on one CPU
     thread, so a seed gives bit-identical results at any ``OMP_NUM_THREADS``. ``progress`` shows a tqdm bar.
-    Finished runs are remembered for the session: the same arguments again return a fresh copy at once.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
@@ -305,11 +299,6 @@ def train_induction_model(
     repeated_sequences(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size
     with torch.random.fork_rng(devices=[]):
         model = InductionModel(vocab_size, seq_len, d_model, num_heads, num_layers)  # checks d_model, num_heads
-    key = (seed, num_layers, steps, batch_size, float(lr), d_model, num_heads, seq_len, vocab_size, snapshot_every)
-    if key in _TRAINED_RUNS:
-        state, history = _TRAINED_RUNS[key]
-        model.load_state_dict(state)
-        return model.eval(), copy.deepcopy(history)
     from tqdm.auto import tqdm
 
     data = torch.Generator().manual_seed(20_000 + seed)
@@ -349,8 +338,7 @@ def train_induction_model(
                 bar.set_postfix(first=f"{history.first_loss[-1]:.2f}", repeated=f"{history.repeated_loss[-1]:.2f}")
     history.previous_token, history.induction = torch.stack(prev), torch.stack(induct)  # (n, layers, heads)
     history.maps = torch.stack(maps)  # (n, layers, heads, seq, seq)
-    _TRAINED_RUNS[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, history)
-    return model.eval(), copy.deepcopy(history)
+    return model.eval(), history
 
 
 def circuit_heads(model: InductionModel, tokens: torch.Tensor | None = None) -> dict[str, int]:
@@ -584,7 +572,7 @@ def stored_one_layer_run() -> tuple[InductionHistory, dict[str, float]]:
     history without maps, and :func:`occurrence_losses` of the trained model.
 
     The stored numbers live in ``induction_reference.py``, written by ``python tests/make_induction_reference.py``;
-    ``tests/test_claims_induction.py`` retrains the model and checks that it gives the same numbers.
+    ``tests/claims/test_claims_induction.py`` retrains the model and checks that it gives the same numbers.
     """
     from .induction_reference import ONE_LAYER_SEED_0
 

@@ -160,10 +160,6 @@ def _lookup_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE_INDEX)  # (B*seq*2, vocab)
 
 
-#: Finished training runs of :func:`train_lookup_model`, by their arguments: ``(state_dict, losses)``.
-_TRAINED_LOOKUP_RUNS: dict[tuple, tuple[dict[str, torch.Tensor], list[float]]] = {}
-
-
 def train_lookup_model(
     num_heads: int,
     d_model: int = 8,
@@ -181,11 +177,8 @@ def train_lookup_model(
     comes from ``seed`` (the weights from ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's random
     state is left alone; the data from its own generator), and training runs on one CPU thread, so the same seed
     gives bit-identical results on every run and at any ``OMP_NUM_THREADS``. ``progress`` shows a tqdm bar.
-    The model comes back in eval mode; ``losses`` holds the loss of every step.
-
-    Because a run is fully determined by its arguments, finished runs are remembered for the session: asking again
-    with the same arguments returns a fresh copy of the same trained model at once (the sweep reuses the runs of
-    the notebook's first comparison this way).
+    The model comes back in eval mode; ``losses`` holds the loss of every step. A run is fully determined by its
+    arguments: asking again with the same arguments trains the same model again.
     """
     _check_positive_int("num_heads", num_heads)
     _check_positive_int("d_model", d_model)
@@ -202,18 +195,9 @@ def train_lookup_model(
     _check_bool("progress", progress)
     from tqdm.auto import tqdm
 
-    key = (num_heads, d_model, seed, steps, batch_size, float(lr), seq_len, vocab_size)
-    if key in _TRAINED_LOOKUP_RUNS:
-        state, losses = _TRAINED_LOOKUP_RUNS[key]
-        with torch.random.fork_rng(devices=[]):  # building the model draws random weights: keep the caller's RNG
-            model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
-        model.load_state_dict(state)
-        return model.eval(), list(losses)
-
     bar = tqdm(total=steps, desc=f"{num_heads} head{'s' if num_heads > 1 else ''}", disable=not progress, leave=True)
     model, losses = _train_lookup(num_heads, d_model, seed, steps, batch_size, lr, seq_len, vocab_size, bar=bar)
     bar.close()
-    _TRAINED_LOOKUP_RUNS[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, list(losses))
     return model.eval(), losses
 
 
@@ -247,10 +231,6 @@ def _train_lookup(num_heads, d_model, seed, steps, batch_size, lr, seq_len, voca
     return model, losses
 
 
-#: Finished runs of :func:`steps_to_solve`, by their arguments.
-_SOLVE_RUNS: dict[tuple, dict[str, object]] = {}
-
-
 def steps_to_solve(
     num_heads: int,
     seed: int = 0,
@@ -265,8 +245,8 @@ def steps_to_solve(
     """Train as :func:`train_lookup_model` does (same weights, same data for the same ``seed`` and ``lr``), but
     check "both right" on the first ``num_examples`` test sequences after every ``every`` steps and stop as soon as
     it reaches ``threshold``. Returns ``{"solved_at": step or None, "both": accuracy at the end, "curve": [(step,
-    both), ...]}``. This is *how fast* a setting learns the task, not only whether 150 steps suffice. Runs are
-    remembered for the session, like :func:`train_lookup_model`'s. ``progress`` shows a tqdm bar.
+    both), ...]}``. This is *how fast* a setting learns the task, not only whether 150 steps suffice. ``progress``
+    shows a tqdm bar.
     """
     _check_positive_int("num_heads", num_heads)
     _check_positive_int("max_steps", max_steps)
@@ -282,24 +262,19 @@ def steps_to_solve(
     if d_model % num_heads:
         raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
                          f"{', '.join(map(str, valid_head_counts(d_model)))}")
-    key = (num_heads, seed, float(lr), max_steps, d_model, every, float(threshold), num_examples)
-    if key not in _SOLVE_RUNS:
-        curve: list[tuple[int, float]] = []
+    curve: list[tuple[int, float]] = []
 
-        def check(step: int, model: TinyLookupModel) -> bool:
-            curve.append((step, lookup_accuracy(model, num_examples=num_examples)["both"]))
-            return curve[-1][1] >= threshold
+    def check(step: int, model: TinyLookupModel) -> bool:
+        curve.append((step, lookup_accuracy(model, num_examples=num_examples)["both"]))
+        return curve[-1][1] >= threshold
 
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_steps, desc=f"{num_heads} head{'s' if num_heads > 1 else ''}, lr {lr}",
-                   disable=not progress)
-        _train_lookup(num_heads, d_model, seed, max_steps, 64, lr, 8, 8, bar=bar, every=every, on_check=check)
-        bar.close()
-        solved = curve[-1][0] if curve and curve[-1][1] >= threshold else None
-        _SOLVE_RUNS[key] = {"solved_at": solved, "both": curve[-1][1] if curve else float("nan"), "curve": curve}
-    run = _SOLVE_RUNS[key]
-    return {"solved_at": run["solved_at"], "both": run["both"], "curve": list(run["curve"])}
+    bar = tqdm(total=max_steps, desc=f"{num_heads} head{'s' if num_heads > 1 else ''}, lr {lr}", disable=not progress)
+    _train_lookup(num_heads, d_model, seed, max_steps, 64, lr, 8, 8, bar=bar, every=every, on_check=check)
+    bar.close()
+    solved = curve[-1][0] if curve and curve[-1][1] >= threshold else None
+    return {"solved_at": solved, "both": curve[-1][1] if curve else float("nan"), "curve": curve}
 
 
 def lookup_test_set(num_examples: int = 2000, seq_len: int = 8, vocab_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -398,6 +373,18 @@ def head_count_sweep(
         model, _ = train_lookup_model(h, d_model=d_model, seed=s, progress=False, **train_kwargs)
         results[h].append(lookup_accuracy(model))
     return results
+
+
+def stored_head_count_sweep() -> dict[int, list[dict[str, float]]]:
+    """The record of ``head_count_sweep(d_model=8, seeds=(0, 1, 2, 3, 4))`` with every other argument at its
+    default, in the same form (a fresh copy each call), so that notebook 08 need not spend ~8 s on 20 runs.
+
+    The numbers live in ``lookup_reference.py``, written by ``python tests/make_lookup_reference.py`` on one CPU;
+    ``tests/claims/test_claims.py`` retrains the sweep and checks that it gives the same results.
+    """
+    from .lookup_reference import SWEEP_D_MODEL_8
+
+    return {heads: [dict(run) for run in runs] for heads, runs in SWEEP_D_MODEL_8.items()}
 
 
 #: "Solved" means at least this share of test positions with both look-ups right.
