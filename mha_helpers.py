@@ -36,8 +36,8 @@ notebook                   file               names the notebook uses
                                               make_two_lookup_batch, TinyLookupModel, heads_switched_off,
                                               train_lookup_model, lookup_test_set, lookup_accuracy,
                                               lookup_attention, attention_shares, ablation_table,
-                                              head_count_sweep, sweep_summary, plot_lookup_heads, plot_head_sweep,
-                                              steps_to_solve
+                                              head_count_sweep, stored_head_count_sweep (lookup_reference.py),
+                                              sweep_summary, plot_lookup_heads, plot_head_sweep, steps_to_solve
                            checkers/nb08.py   check_lookup_targets, check_previous_share, check_switch_off_head
 09 what heads cost         cost.py            attention_flops, count_matmul_flops, attention_map_bytes,
                                               median_seconds, sdpa_kernel_used, MEMORY_METHODS,
@@ -130,7 +130,8 @@ from _mha_helpers.inference import (
 from _mha_helpers.lookup import (
     IGNORE_INDEX, LOOKUP_PATTERNS, TinyLookupModel, ablation_table, attention_shares, head_count_sweep,
     heads_switched_off, lookup_accuracy, lookup_attention, lookup_letters, lookup_test_set, make_two_lookup_batch,
-    plot_head_sweep, plot_lookup_heads, steps_to_solve, sweep_summary, train_lookup_model, two_lookup_targets,
+    plot_head_sweep, plot_lookup_heads, steps_to_solve, stored_head_count_sweep, sweep_summary, train_lookup_model,
+    two_lookup_targets,
 )
 from _mha_helpers.mha import MultiHeadAttention
 from _mha_helpers.transformer import TransformerBlock, toy_batch
