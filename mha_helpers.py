@@ -11,64 +11,64 @@ notebook                   file               names the notebook uses
                            figures.py         plot_attention
 01 Q/K/V projections       common.py          toy_embeddings (sinusoidal_positions inside it)
                            figures.py         plot_soft_lookup
-                           mha.py             MultiHeadAttention
+                           maths/mha.py             MultiHeadAttention
                            checkers/nb01.py   check_project_qkv, check_soft_lookup
-02 scaled dot-product      attention.py       scaled_dot_product_attention
+02 scaled dot-product      maths/attention.py       scaled_dot_product_attention
                            checkers/nb02.py   check_softmax, check_attention
-03 masking                 attention.py       causal_mask, padding_mask
+03 masking                 maths/attention.py       causal_mask, padding_mask
                            checkers/nb03.py   check_causal_mask, check_padding_to_attn_mask, check_masked_attention
-04 splitting into heads    attention.py       split_heads, merge_heads
+04 splitting into heads    maths/attention.py       split_heads, merge_heads
                            figures.py         plot_heads
-                           head_explorer.py   head_explorer, plot_head_explorer
+                           widgets/head_explorer.py   head_explorer, plot_head_explorer
                            checkers/nb04.py   check_split_heads, check_head_weight
 05 concat and W_o          figures.py         head_influence, plot_head_influence
-                           mha.py             MultiHeadAttention (and torch_compat.py behind it)
+                           maths/mha.py             MultiHeadAttention (and maths/torch_compat.py behind it)
                            checkers/nb05.py   check_merge_heads, check_mha_forward
-06 exploring heads         head_explorer.py   explorer_module, resplit_heads, head_attention_maps, HeadExplorer,
+06 exploring heads         widgets/head_explorer.py   explorer_module, resplit_heads, head_attention_maps, HeadExplorer,
                                               EXPLORER_MAX_TOKENS
-                           head_maps.py       attention_entropy, previous_token_share (and the explorer's figure)
+                           widgets/head_maps.py       attention_entropy, previous_token_share (and the explorer's figure)
                            checkers/nb06.py   check_head_dims, check_head_entropy, check_previous_token_share
-07 MHA in Transformers     transformer.py     TransformerBlock, toy_batch
-                           vision.py          toy_image, patchify, positions_2d, PatchEmbedding,
+07 MHA in Transformers     maths/transformer.py     TransformerBlock, toy_batch
+                           maths/vision.py          toy_image, patchify, positions_2d, PatchEmbedding,
                                               plot_patch_tokens, plot_patch_attention
                            checkers/nb07.py   check_pre_norm_sublayer, check_causal_padding_mask
-08 what heads learn        lookup.py          LOOKUP_PATTERNS, IGNORE_INDEX, lookup_letters, two_lookup_targets,
+08 what heads learn        experiments/lookup.py          LOOKUP_PATTERNS, IGNORE_INDEX, lookup_letters, two_lookup_targets,
                                               make_two_lookup_batch, TinyLookupModel, heads_switched_off,
                                               train_lookup_model, lookup_test_set, lookup_accuracy,
                                               lookup_attention, attention_shares, ablation_table,
-                                              head_count_sweep, stored_head_count_sweep (lookup_reference.py),
+                                              head_count_sweep, stored_head_count_sweep (experiments/lookup_reference.py),
                                               sweep_summary, plot_lookup_heads, plot_head_sweep, steps_to_solve
                            checkers/nb08.py   check_lookup_targets, check_previous_share, check_switch_off_head
-09 what heads cost         cost.py            attention_flops, count_matmul_flops, attention_map_bytes,
+09 what heads cost         experiments/cost.py            attention_flops, count_matmul_flops, attention_map_bytes,
                                               median_seconds, sdpa_kernel_used, MEMORY_METHODS,
                                               measure_peak_memory
-                           efficient.py       online_softmax_attention, online_softmax_steps, plot_block_schedule,
+                           maths/efficient.py       online_softmax_attention, online_softmax_steps, plot_block_schedule,
                                               grouped_query_attention, kv_cache_bytes_per_token, KVCache,
                                               GroupedQuerySelfAttention, decode_step_by_step
                            checkers/nb09.py   check_online_softmax, check_kv_cache_bytes
-10 attention at inference  attention.py       causal_mask(..., align="bottom_right")
-                           inference.py       run_with_cache, query_positions_seen, plot_causal_alignment,
+10 attention at inference  maths/attention.py       causal_mask(..., align="bottom_right")
+                           maths/inference.py       run_with_cache, query_positions_seen, plot_causal_alignment,
                                               decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax,
                                               MaskEditor, mask_editor, plot_mask_editor
                            checkers/nb10.py   check_bottom_right_mask, check_cached_attention
-11 attention variants      variants.py        rope, rope_frequencies, alibi_slopes, alibi_bias, sliding_window_mask,
+11 attention variants      maths/variants.py        rope, rope_frequencies, alibi_slopes, alibi_bias, sliding_window_mask,
                                               sliding_window_attention, LatentCache, MultiHeadLatentAttention,
                                               latent_cache_bytes_per_token, variant_costs, VariantCostMeter,
                                               variant_cost_meter, plot_variant_cost_meter
                            checkers/nb11.py   check_rope, check_alibi_slopes, check_sliding_window_mask,
                                               check_latent_cache_bytes
-12 heads that compose      induction.py       PERIOD_RANGE, repeated_sequences, occurrence_masks, InductionModel,
+12 heads that compose      experiments/induction.py       PERIOD_RANGE, repeated_sequences, occurrence_masks, InductionModel,
                                               induction_maps, previous_token_scores, induction_scores,
                                               induction_test_set, induction_example, induction_letters,
                                               occurrence_losses, InductionHistory, train_induction_model,
                                               circuit_heads, induction_ablation, plot_occurrence_losses,
                                               plot_head_scores, plot_circuit_maps, plot_snapshot_strip,
                                               TrainingReplay, stored_one_layer_run (its numbers are stored in
-                                              induction_reference.py); heads_switched_off from lookup.py
+                                              experiments/induction_reference.py); heads_switched_off from experiments/lookup.py
                            checkers/nb12.py   check_previous_token_score, check_induction_score,
                                               check_head_to_switch_off
-13 bug hunt                audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in audit_probes.py)
-                           bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug,
+13 bug hunt                lessons/audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in lessons/audit_probes.py)
+                           lessons/bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug,
                                               zoo_table, ZooTable
                            checkers/nb13.py   check_fix_fill_value, check_fix_padding_heads, check_fix_gpt_block
 every checker              checkers/core.py   exercise_checker, CheckResult
@@ -81,9 +81,9 @@ says otherwise.
 """
 
 from _mha_helpers import publish as _publish
-from _mha_helpers.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
-from _mha_helpers.audit import AUDIT_PROPERTIES, AuditReport, AuditRow, audit
-from _mha_helpers.bug_zoo import (
+from _mha_helpers.maths.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
+from _mha_helpers.lessons.audit import AUDIT_PROPERTIES, AuditReport, AuditRow, audit
+from _mha_helpers.lessons.bug_zoo import (
     BUG_ZOO, Bug, ZooAttention, ZooTable, broken_attention, fixed_attention, show_bug, zoo_table,
 )
 from _mha_helpers.checkers.core import CheckResult, exercise_checker
@@ -103,44 +103,44 @@ from _mha_helpers.checkers.nb11 import (
 from _mha_helpers.checkers.nb12 import check_head_to_switch_off, check_induction_score, check_previous_token_score
 from _mha_helpers.checkers.nb13 import check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
-from _mha_helpers.cost import (
+from _mha_helpers.experiments.cost import (
     MEMORY_METHODS, attention_flops, attention_map_bytes, count_matmul_flops, measure_peak_memory, median_seconds,
     sdpa_kernel_used,
 )
-from _mha_helpers.efficient import (
+from _mha_helpers.maths.efficient import (
     GroupedQuerySelfAttention, KVCache, decode_step_by_step, grouped_query_attention, kv_cache_bytes_per_token,
     online_softmax_attention, online_softmax_steps, plot_block_schedule,
 )
 from _mha_helpers.figures import head_influence, plot_attention, plot_head_influence, plot_heads, plot_soft_lookup
-from _mha_helpers.head_explorer import (
+from _mha_helpers.widgets.head_explorer import (
     EXPLORER_MAX_TOKENS, HeadExplorer, explorer_module, head_attention_maps, head_explorer, plot_head_explorer,
     resplit_heads,
 )
-from _mha_helpers.head_maps import attention_entropy, previous_token_share
-from _mha_helpers.induction import (
+from _mha_helpers.widgets.head_maps import attention_entropy, previous_token_share
+from _mha_helpers.experiments.induction import (
     PERIOD_RANGE, InductionHistory, InductionModel, TrainingReplay, circuit_heads, induction_ablation,
     induction_example, induction_letters, induction_maps, induction_scores, induction_test_set, occurrence_losses,
     occurrence_masks, plot_circuit_maps, plot_head_scores, plot_occurrence_losses, plot_snapshot_strip,
     previous_token_scores, repeated_sequences, stored_one_layer_run, train_induction_model,
 )
-from _mha_helpers.inference import (
+from _mha_helpers.maths.inference import (
     MaskEditor, decode_cost, fully_masked_rows, mask_editor, mask_forms, naive_masked_softmax,
     plot_causal_alignment, plot_mask_editor, query_positions_seen, run_with_cache,
 )
-from _mha_helpers.lookup import (
+from _mha_helpers.experiments.lookup import (
     IGNORE_INDEX, LOOKUP_PATTERNS, TinyLookupModel, ablation_table, attention_shares, head_count_sweep,
     heads_switched_off, lookup_accuracy, lookup_attention, lookup_letters, lookup_test_set, make_two_lookup_batch,
     plot_head_sweep, plot_lookup_heads, steps_to_solve, stored_head_count_sweep, sweep_summary, train_lookup_model,
     two_lookup_targets,
 )
-from _mha_helpers.mha import MultiHeadAttention
-from _mha_helpers.transformer import TransformerBlock, toy_batch
-from _mha_helpers.variants import (
+from _mha_helpers.maths.mha import MultiHeadAttention
+from _mha_helpers.maths.transformer import TransformerBlock, toy_batch
+from _mha_helpers.maths.variants import (
     LatentCache, MultiHeadLatentAttention, VariantCostMeter, alibi_bias, alibi_slopes, latent_cache_bytes_per_token,
     plot_variant_cost_meter, rope, rope_frequencies, sliding_window_attention, sliding_window_mask,
     variant_cost_meter, variant_costs,
 )
-from _mha_helpers.vision import (
+from _mha_helpers.maths.vision import (
     PatchEmbedding, patchify, plot_patch_attention, plot_patch_tokens, positions_2d, toy_image,
 )
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .attention import merge_heads
 from .common import _check_bool, _check_float_tensor, _check_positive_int, _check_tokens, _plain_labels
+from .maths.attention import merge_heads
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes

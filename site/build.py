@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE_SRC = ROOT / "site"
 sys.path.insert(0, str(ROOT))  # the helper package, also when the editable install is missing
 
-from _mha_helpers.static_widgets import WIDGET_VIEW, export_static_widget  # noqa: E402
+from _mha_helpers.widgets.static_widgets import WIDGET_VIEW, export_static_widget  # noqa: E402
 
 DEFAULT_OUT = ROOT / "build" / "site"
 DEPS = ROOT / "build" / "site-deps"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mha_helpers as mh
 
-TARGET = Path(__file__).resolve().parent.parent / "_mha_helpers" / "induction_reference.py"
+TARGET = Path(__file__).resolve().parent.parent / "_mha_helpers" / "experiments" / "induction_reference.py"
 
 
 def reference() -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mha_helpers as mh
 
-TARGET = Path(__file__).resolve().parents[1] / "_mha_helpers" / "lookup_reference.py"
+TARGET = Path(__file__).resolve().parents[1] / "_mha_helpers" / "experiments" / "lookup_reference.py"
 SEEDS = (0, 1, 2, 3, 4)
 
 

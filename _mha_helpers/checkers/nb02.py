@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..attention import scaled_dot_product_attention
+from ..maths.attention import scaled_dot_product_attention
 from .core import (
     _as_tensor,
     _call_student,

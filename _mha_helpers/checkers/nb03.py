@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..attention import causal_mask, padding_mask, scaled_dot_product_attention
+from ..maths.attention import causal_mask, padding_mask, scaled_dot_product_attention
 from .core import _as_tensor, _call_student, _close, _describe_case, _pair_hint, _shape_hint, exercise_checker
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..attention import split_heads
+from ..maths.attention import split_heads
 from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
 
 

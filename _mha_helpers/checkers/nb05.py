@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..attention import merge_heads, split_heads
+from ..maths.attention import merge_heads, split_heads
 from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
 
 _VIEW_HINT = (

@@ -9,9 +9,9 @@ from numbers import Integral
 
 import torch
 
-from ..attention import causal_mask
 from ..common import valid_head_counts
-from ..head_explorer import attention_entropy, previous_token_share
+from ..maths.attention import causal_mask
+from ..widgets.head_explorer import attention_entropy, previous_token_share
 from .core import _as_tensor, _call_student, _close, _describe_case, _shape_hint, exercise_checker
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import causal_mask, padding_mask
+from ..maths.attention import causal_mask, padding_mask
 from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
 from .nb05 import _random_linear
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..lookup import IGNORE_INDEX, attention_shares, two_lookup_targets
+from ..experiments.lookup import IGNORE_INDEX, attention_shares, two_lookup_targets
 from .core import _as_tensor, _call_student, _close, _describe_case, _shape_hint, exercise_checker
 
 

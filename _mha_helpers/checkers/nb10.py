@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..attention import causal_mask
+from ..maths.attention import causal_mask
 from .core import _call_student, _matches, _shape_hint, exercise_checker
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..induction import _scores_from_maps, repeated_sequences
+from ..experiments.induction import _scores_from_maps, repeated_sequences
 from .core import _call_student, _matches, _shape_hint, exercise_checker
 
 

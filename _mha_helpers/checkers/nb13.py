@@ -12,9 +12,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..audit import audit
-from ..audit_probes import _attr
-from ..bug_zoo import _build
+from ..lessons.audit import audit
+from ..lessons.audit_probes import _attr
+from ..lessons.bug_zoo import _build
 from .core import _call_student, exercise_checker
 
 

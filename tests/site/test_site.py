@@ -33,7 +33,7 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pytest
 
 import mha_helpers as mh
-from _mha_helpers import static_widgets as sw
+from _mha_helpers.widgets import static_widgets as sw
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIES = "[0-9][0-9]_*.ipynb"

@@ -14,8 +14,8 @@ from checker_support import run, stub
 from torch import nn
 
 import mha_helpers as mh
-from _mha_helpers.audit import _ABOUT
-from _mha_helpers.audit_probes import _PROBES
+from _mha_helpers.lessons.audit import _ABOUT
+from _mha_helpers.lessons.audit_probes import _PROBES
 
 # ---- the zoo ---------------------------------------------------------------------------------------------------
 

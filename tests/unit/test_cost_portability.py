@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import mha_helpers as mh
-from _mha_helpers import cost
+from _mha_helpers.experiments import cost
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_JOB = {"method": "sdpa", "batch": 1, "heads": 1, "seq": 64, "head_dim": 8, "threads": 1}
@@ -128,7 +128,7 @@ del os.uname                            # ... and no os.uname
 real_exists = os.path.exists
 os.path.exists = lambda p: False if str(p).startswith("/proc") else real_exists(p)   # ... and no /proc
 import mha_helpers  # the whole map imports without them
-from _mha_helpers import cost
+from _mha_helpers.experiments import cost
 peaks = itertools.count(0, 2**20)
 cost._windows_peak_bytes = lambda: next(peaks)   # stands in for GetProcessMemoryInfo, which only Windows has
 cost._memory_worker()

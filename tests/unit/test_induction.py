@@ -10,7 +10,7 @@ import torch
 from checker_support import assert_hint, assert_passes, run, stub
 
 import mha_helpers as mh
-from _mha_helpers import induction
+from _mha_helpers.experiments import induction
 
 
 def _gen(seed: int = 0) -> torch.Generator:

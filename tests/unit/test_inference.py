@@ -290,7 +290,7 @@ def test_cached_attention_checker(capsys):
 
 
 def test_mask_editor_exports_one_state_per_preset():
-    from _mha_helpers.inference import MASK_PRESETS, mask_editor_states
+    from _mha_helpers.maths.inference import MASK_PRESETS, mask_editor_states
 
     editor = mh.mask_editor(3, 6)
     before = editor.mask
@@ -310,7 +310,7 @@ def test_the_notebooks_mask_editor_is_recognised_from_its_stored_output():
     import nbformat
     from jupyterlab_driver import ROOT
 
-    from _mha_helpers.static_widgets import export_static_widget
+    from _mha_helpers.widgets.static_widgets import export_static_widget
 
     nb = nbformat.read(ROOT / "notebooks" / "10_attention_at_inference.ipynb", as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "mh.mask_editor(" in c.source

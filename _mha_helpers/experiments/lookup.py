@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import _check_bool, _check_float_tensor, _check_positive_int, _OneThread, valid_head_counts
-from .figures import plot_heads
-from .mha import MultiHeadAttention
+from ..common import _check_bool, _check_float_tensor, _check_positive_int, _OneThread, valid_head_counts
+from ..figures import plot_heads
+from ..maths.mha import MultiHeadAttention
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common import _check_bool, _check_divisible, _check_factory_kwargs, _check_positive_int, _sized_by
 from . import torch_compat
 from .attention import merge_heads, scaled_dot_product_attention, split_heads
-from .common import _check_bool, _check_divisible, _check_factory_kwargs, _check_positive_int, _sized_by
 
 
 class MultiHeadAttention(nn.Module):

@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .attention import padding_mask
-from .common import (
+from ..common import (
     _check_bool,
     _check_float_tensor,
     _check_int,
@@ -19,6 +18,7 @@ from .common import (
     _sized_by,
     toy_embeddings,
 )
+from .attention import padding_mask
 from .mha import MultiHeadAttention
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import _check_attention_weights, _plain_labels
+from ..common import _check_attention_weights, _plain_labels
 
 
 def attention_entropy(weights: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import _check_divisible, _check_float_tensor, _check_positive_int
+from ..common import _check_divisible, _check_float_tensor, _check_positive_int
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.figure import Figure
@@ -395,7 +395,7 @@ def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, 
     ``cache bytes`` (for the whole ``context``, measured). The layers are built with a fixed seed; the global random
     state is left as it was.
     """
-    from .common import _OneThread
+    from ..common import _OneThread
     from .efficient import GroupedQuerySelfAttention, KVCache
 
     for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
@@ -500,7 +500,7 @@ class VariantCostMeter:
                  context: int) -> None:
         import ipywidgets as widgets
 
-        from .common import valid_head_counts
+        from ..common import valid_head_counts
 
         self.d_model, self.num_heads, self.context = d_model, num_heads, context
         self.rows: list[dict] = []

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .efficient import KVCache
+from ..maths.efficient import KVCache
 
 # ---- functions with F.scaled_dot_product_attention's call convention ----------------------------------------------
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import (
+from ..common import (
     _check_bool,
     _check_divisible,
     _check_float_tensor,

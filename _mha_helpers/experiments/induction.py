@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import _check_bool, _check_positive_int, _OneThread
+from ..common import _check_bool, _check_positive_int, _OneThread
+from ..maths.mha import MultiHeadAttention
 from .lookup import heads_switched_off, lookup_letters
-from .mha import MultiHeadAttention
 
 #: The shortest and longest segment of :func:`repeated_sequences` (both included).
 PERIOD_RANGE: tuple[int, int] = (3, 8)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..common import _check_bool, _OneThread
 from .audit_probes import (
     _PROBES,
     _attr,
@@ -36,7 +37,6 @@ from .audit_probes import (
     _projections,
     _raised,
 )
-from .common import _check_bool, _OneThread
 
 #: Every property ``audit`` reports, in the order of its table: the fixed set ``AuditReport.failed`` draws from.
 AUDIT_PROPERTIES: tuple[str, ...] = (

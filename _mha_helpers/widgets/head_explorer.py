@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .common import (
+from ..common import (
     SENTENCE,
     _check_bool,
     _check_divisible,
@@ -26,8 +26,8 @@ from .common import (
     toy_embeddings,
     valid_head_counts,
 )
+from ..maths.mha import MultiHeadAttention
 from .head_maps import _HeadFigure, attention_entropy, previous_token_share
-from .mha import MultiHeadAttention
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.figure import Figure

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import _check_qkv, _check_scale, causal_mask
-from .common import (
+from ..common import (
     _check_bool,
     _check_divisible,
     _check_factory_kwargs,
@@ -24,6 +23,7 @@ from .common import (
     _sized_by,
     valid_head_counts,
 )
+from .attention import _check_qkv, _check_scale, causal_mask
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes

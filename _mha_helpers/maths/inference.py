@@ -1,8 +1,8 @@
 """Notebook 10, attention at inference: prefill and decode through a KV cache, causal alignment when the queries are
 the last L of S keys, what one generated token costs in bytes and FLOPs, and a mask editor widget.
 
-Builds on notebook 09's :class:`~_mha_helpers.efficient.GroupedQuerySelfAttention` and
-:class:`~_mha_helpers.efficient.KVCache`, which this file only uses.
+Builds on notebook 09's :class:`~_mha_helpers.maths.efficient.GroupedQuerySelfAttention` and
+:class:`~_mha_helpers.maths.efficient.KVCache`, which this file only uses.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..common import _check_float_tensor, _check_positive_int
+from ..widgets.static_widgets import Control, StaticWidget, recreate_from_cell, register_exporter, state_key
 from .attention import causal_mask, scaled_dot_product_attention
-from .common import _check_float_tensor, _check_positive_int
 from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
-from .static_widgets import Control, StaticWidget, recreate_from_cell, register_exporter, state_key
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .attention import _check_qkv, causal_mask, scaled_dot_product_attention
-from .common import _check_bool, _check_callable, _check_divisible, _check_int, _check_positive_int
-from .efficient import online_softmax_attention
-from .mha import MultiHeadAttention
+from ..common import _check_bool, _check_callable, _check_divisible, _check_int, _check_positive_int
+from ..maths.attention import _check_qkv, causal_mask, scaled_dot_product_attention
+from ..maths.efficient import online_softmax_attention
+from ..maths.mha import MultiHeadAttention
 
 
 def attention_flops(batch: int, seq_len: int, d_model: int, num_heads: int) -> dict[str, int]:
@@ -323,7 +323,7 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
     def measure(batch_jobs: list[dict]) -> list[float]:
         request = json.dumps({"jobs": batch_jobs, "device": str(device), "method": method})
         done = subprocess.run(
-            [sys.executable, "-c", "from _mha_helpers.cost import _memory_worker; _memory_worker()"], input=request,
+            [sys.executable, "-c", "from _mha_helpers.experiments.cost import _memory_worker; _memory_worker()"], input=request,
             capture_output=True, text=True, timeout=timeout, env=env,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # the project root
         )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .common import _check_float_tensor, _check_positive_int, sinusoidal_positions
+from ..common import _check_float_tensor, _check_positive_int, sinusoidal_positions
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.figure import Figure

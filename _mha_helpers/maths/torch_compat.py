@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..common import _check_float_tensor, _check_mask_dtype, _is_causal_bias, _materialize_causal_bias
 from .attention import causal_mask
-from .common import _check_float_tensor, _check_mask_dtype, _is_causal_bias, _materialize_causal_bias
 
 # ---- copying weights to and from nn.MultiheadAttention ------------------------------------------------------------
 
