@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .common import _check_bool, _check_float_tensor, _check_positive_int, _check_tokens, _plain_labels
+from .common import _plain_labels
 from .maths.attention import merge_heads
+from .validation import check_bool, check_float_tensor, check_positive_int, check_tokens
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes
@@ -84,8 +85,8 @@ def plot_attention(
     L, S = w.shape
     query_tokens, key_tokens = _token_labels("query_tokens", query_tokens, L), _token_labels("key_tokens", key_tokens, S)
     if annot is not None:
-        _check_bool("annot", annot)
-    _check_bool("cbar", cbar)
+        check_bool("annot", annot)
+    check_bool("cbar", cbar)
     for option, value in (("vmin", vmin), ("vmax", vmax)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise TypeError(f"{option} must be a number or None, got {value!r} of type {type(value).__name__}")
@@ -134,10 +135,10 @@ def plot_heads(
         w = w[0]
     if w.dim() != 3:
         raise ValueError(f"weights must be (num_heads, L, S) or (1, num_heads, L, S), got {tuple(weights.shape)}")
-    _check_float_tensor("weights", w)
+    check_float_tensor("weights", w)
     _check_map_size("weights", w.shape)
-    _check_positive_int("max_cols", max_cols)
-    _check_bool("annot", annot)
+    check_positive_int("max_cols", max_cols)
+    check_bool("annot", annot)
     num_heads = w.shape[0]
     if num_heads > 64:
         raise ValueError(f"weights has {num_heads} heads; plot_heads draws at most 64 maps: pass weights[:64]")
@@ -176,13 +177,13 @@ def plot_soft_lookup(
     """
     import matplotlib.pyplot as plt
 
-    q = _check_float_tensor("query", query, ranks=(1,)).detach().float().cpu()
-    k = _check_float_tensor("keys", keys, ranks=(2,)).detach().float().cpu()
-    w = _check_float_tensor("weights", weights, ranks=(1,)).detach().float().cpu()
+    q = check_float_tensor("query", query, ranks=(1,)).detach().float().cpu()
+    k = check_float_tensor("keys", keys, ranks=(2,)).detach().float().cpu()
+    w = check_float_tensor("weights", weights, ranks=(1,)).detach().float().cpu()
     if q.shape[0] != 2 or k.shape[1] != 2:
         raise ValueError(f"plot_soft_lookup draws 2-D vectors: got query {tuple(q.shape)} and keys {tuple(k.shape)}")
-    _check_tokens("key_names", key_names)
-    _check_tokens("axis_labels", axis_labels)
+    check_tokens("key_names", key_names)
+    check_tokens("axis_labels", axis_labels)
     if len(axis_labels) != 2:
         raise ValueError(f"axis_labels must be two strings (x, y), got {len(axis_labels)}: {list(axis_labels)!r}")
     if w.shape[0] != k.shape[0] or len(key_names) != k.shape[0]:
@@ -226,7 +227,7 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
     themselves). Entry ``[i, h]`` is the largest change of output feature ``i`` (over batch and tokens) when head
     ``h``'s result is set to zero.
     """
-    _check_float_tensor("heads", heads, ranks=(4,))
+    check_float_tensor("heads", heads, ranks=(4,))
     if mix is None:
         mix = nn.Identity()
     elif not callable(mix):

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..common import _check_bool, _check_callable, _check_divisible, _check_int, _check_positive_int
 from ..maths.attention import _check_qkv, causal_mask, scaled_dot_product_attention
 from ..maths.efficient import online_softmax_attention
 from ..maths.mha import MultiHeadAttention
+from ..validation import check_bool, check_callable, check_divisible, check_int, check_positive_int
 
 
 def attention_flops(batch: int, seq_len: int, d_model: int, num_heads: int) -> dict[str, int]:
@@ -38,8 +38,8 @@ def attention_flops(batch: int, seq_len: int, d_model: int, num_heads: int) -> d
       (max, subtract, exp, sum, divide) and, when the weights are kept, takes memory.
     """
     for name, value in (("batch", batch), ("seq_len", seq_len), ("d_model", d_model), ("num_heads", num_heads)):
-        _check_positive_int(name, value)
-    _check_divisible(d_model, num_heads, d_name="d_model")
+        check_positive_int(name, value)
+    check_divisible(d_model, num_heads, d_name="d_model")
     head_dim = d_model // num_heads
     counts = {
         "Q/K/V projections": 3 * 2 * batch * seq_len * d_model * d_model,
@@ -60,7 +60,7 @@ def count_matmul_flops(fn: Callable[[], object]) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    _check_callable("fn", fn)
+    check_callable("fn", fn)
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -73,16 +73,16 @@ def attention_map_bytes(batch: int, num_heads: int, seq_len: int, key_len: int |
     key_len = seq_len if key_len is None else key_len
     for name, value in (("batch", batch), ("num_heads", num_heads), ("seq_len", seq_len), ("key_len", key_len),
                         ("bytes_per_value", bytes_per_value)):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     return batch * num_heads * seq_len * key_len * bytes_per_value
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """The median wall-clock time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs (CUDA is synchronised)."""
 
-    _check_callable("fn", fn)
-    _check_positive_int("repeats", repeats)
-    _check_int("warmup", warmup, minimum=0)
+    check_callable("fn", fn)
+    check_positive_int("repeats", repeats)
+    check_int("warmup", warmup, minimum=0)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         fn()
@@ -301,9 +301,9 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
         if job.get("method") not in MEMORY_METHODS:
             raise ValueError(f"job {job!r}: method must be one of {', '.join(MEMORY_METHODS)}")
         for name in ("batch", "heads", "seq", "head_dim"):
-            _check_positive_int(name, job.get(name))
+            check_positive_int(name, job.get(name))
         job.setdefault("threads", torch.get_num_threads())
-    _check_bool("fresh_process_each", fresh_process_each)
+    check_bool("fresh_process_each", fresh_process_each)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got timeout={timeout!r}")
     device = torch.device(device)

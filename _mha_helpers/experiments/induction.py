@@ -19,15 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import _check_bool, _check_positive_int, _OneThread
+from ..common import _OneThread
 from ..maths.mha import MultiHeadAttention
+from ..validation import check_bool, check_positive_int
 from .lookup import heads_switched_off, lookup_letters
 
 #: The shortest and longest segment of :func:`repeated_sequences` (both included).
 PERIOD_RANGE: tuple[int, int] = (3, 8)
 
 
-def _check_tokens(tokens: object, vocab_size: int | None = None) -> torch.Tensor:
+def check_tokens(tokens: object, vocab_size: int | None = None) -> torch.Tensor:
     if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
         got = f"{tokens.dtype} tensor of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
             tokens).__name__
@@ -51,9 +52,9 @@ def repeated_sequences(
     no fixed offset ("look ``P - 1`` back", "copy from position ``k``") can continue them: only the content can.
     Pass a seeded ``generator`` for repeatable data.
     """
-    _check_positive_int("batch", batch)
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("vocab_size", vocab_size)
+    check_positive_int("batch", batch)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("vocab_size", vocab_size)
     low, high = PERIOD_RANGE
     if seq_len < 2 * high:
         raise ValueError(f"seq_len must be at least {2 * high} (a longest segment said twice), got seq_len={seq_len}")
@@ -83,7 +84,7 @@ def occurrence_masks(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     token can be read off the earlier copy. A prediction whose target appeared before but whose current token is
     new (the first token of a second copy) is in neither: nothing announces that the repeat begins.
     """
-    _check_tokens(tokens)
+    check_tokens(tokens)
     same = tokens[:, :, None] == tokens[:, None, :]  # (batch, seq, seq): tokens[i] == tokens[j]
     earlier = torch.ones_like(same[0]).tril(-1)  # (seq, seq): j < i
     seen = (same & earlier).any(dim=-1)  # (batch, seq): tokens[i] appeared before position i
@@ -105,7 +106,7 @@ class InductionModel(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
                             ("num_heads", num_heads), ("num_layers", num_layers)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         self.vocab_size, self.seq_len, self.num_layers = vocab_size, seq_len, num_layers
         self.token_emb = nn.Embedding(vocab_size, d_model)  # id -> (d_model,)
         self.pos_emb = nn.Embedding(seq_len, d_model)  # position -> (d_model,), learned
@@ -117,8 +118,8 @@ class InductionModel(nn.Module):
         return self.layers[0].num_heads
 
     def forward(self, tokens: torch.Tensor, return_weights: bool = False):
-        _check_tokens(tokens, self.vocab_size)
-        _check_bool("return_weights", return_weights)
+        check_tokens(tokens, self.vocab_size)
+        check_bool("return_weights", return_weights)
         seq = tokens.shape[1]
         if seq > self.seq_len:
             raise ValueError(f"tokens has {seq} positions but the model learned only seq_len={self.seq_len}")
@@ -168,7 +169,7 @@ def previous_token_scores(model: InductionModel, tokens: torch.Tensor) -> torch.
     The mean weight query ``i`` puts on key ``i - 1``, over the sequences ``tokens (batch, seq)`` and the queries
     ``i = 1 .. seq-1``. 1.0 means the head always looks exactly one position back.
     """
-    _check_tokens(tokens)
+    check_tokens(tokens)
     return _scores_from_maps(induction_maps(model, tokens), tokens, "previous")
 
 
@@ -180,7 +181,7 @@ def induction_scores(model: InductionModel, tokens: torch.Tensor) -> torch.Tenso
     which hold the token that comes next. Averaged over the sequences ``tokens (batch, seq)`` and the queries that
     have such a key (the others have nothing to find).
     """
-    _check_tokens(tokens)
+    check_tokens(tokens)
     return _scores_from_maps(induction_maps(model, tokens), tokens, "induction")
 
 
@@ -195,8 +196,8 @@ def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) 
     (with the defaults 24 tokens: 5 + 5, 3 + 3, 4 + 4; all different tokens, drawn with a fixed seed)."""
     lengths = list(lengths)
     for value in lengths:
-        _check_positive_int("lengths", value)
-    _check_positive_int("vocab_size", vocab_size)
+        check_positive_int("lengths", value)
+    check_positive_int("vocab_size", vocab_size)
     if not lengths or sum(lengths) > vocab_size:
         raise ValueError(f"lengths must be a non-empty list of segment lengths adding up to at most vocab_size="
                          f"{vocab_size}, got {lengths}")
@@ -227,7 +228,7 @@ def occurrence_losses(
     if not isinstance(model, InductionModel):
         raise TypeError(f"model must be an InductionModel, got {type(model).__name__}")
     tokens = induction_test_set(seq_len=model.seq_len, vocab_size=model.vocab_size) if tokens is None else tokens
-    _check_tokens(tokens, model.vocab_size)
+    check_tokens(tokens, model.vocab_size)
     pairs = list(heads_off)
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, int) for v in pair)
@@ -292,10 +293,10 @@ def train_induction_model(
         raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
     for name, value in (("num_layers", num_layers), ("steps", steps), ("batch_size", batch_size),
                         ("snapshot_every", snapshot_every)):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
         raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.01, got lr={lr!r}")
-    _check_bool("progress", progress)
+    check_bool("progress", progress)
     repeated_sequences(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size
     with torch.random.fork_rng(devices=[]):
         model = InductionModel(vocab_size, seq_len, d_model, num_heads, num_layers)  # checks d_model, num_heads
@@ -452,7 +453,7 @@ def plot_circuit_maps(model: InductionModel, tokens: torch.Tensor | None = None)
     import matplotlib.pyplot as plt
 
     tokens = induction_example(vocab_size=model.vocab_size)[:, :model.seq_len] if tokens is None else tokens
-    _check_tokens(tokens, model.vocab_size)
+    check_tokens(tokens, model.vocab_size)
     heads = circuit_heads(model)
     maps = induction_maps(model, tokens[:1])[0]  # (layers, heads, L, L)
     labels = induction_letters(tokens[:1])

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import _check_bool, _check_float_tensor, _check_positive_int, _OneThread, valid_head_counts
+from ..common import _OneThread, valid_head_counts
 from ..figures import plot_heads
 from ..maths.mha import MultiHeadAttention
+from ..validation import check_bool, check_float_tensor, check_positive_int
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes
@@ -30,7 +31,7 @@ IGNORE_INDEX: int = -100
 
 def lookup_letters(vocab_size: int = 8) -> list[str]:
     """The token names ``["A", "B", ...]`` of the two-look-up task (``vocab_size`` at most 26)."""
-    _check_positive_int("vocab_size", vocab_size)
+    check_positive_int("vocab_size", vocab_size)
     if vocab_size > 26:
         raise ValueError(f"vocab_size must be at most 26 (one letter per token), got vocab_size={vocab_size}")
     return [chr(ord("A") + t) for t in range(vocab_size)]
@@ -61,9 +62,9 @@ def make_two_lookup_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random sequences and their answers: ``tokens (batch, seq)`` (uniform ids < ``vocab_size``) and
     ``targets (batch, seq, 2)`` from :func:`two_lookup_targets`. Pass a seeded ``generator`` for repeatable data."""
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("vocab_size", vocab_size)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("vocab_size", vocab_size)
     if seq_len < 3:
         raise ValueError(f"seq_len must be at least 3 (so 'previous' and 'first' can differ), got seq_len={seq_len}")
     if vocab_size < 2:
@@ -86,7 +87,7 @@ class TinyLookupModel(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
                             ("num_heads", num_heads)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         self.vocab_size, self.seq_len = vocab_size, seq_len
         self.token_emb = nn.Embedding(vocab_size, d_model)  # id -> (d_model,)
         self.pos_emb = nn.Embedding(seq_len, d_model)  # position -> (d_model,), learned
@@ -102,7 +103,7 @@ class TinyLookupModel(nn.Module):
             got = f"{tokens.dtype} of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
                 tokens).__name__
             raise TypeError(f"tokens must be a (batch, seq) torch.long tensor of token ids, got {got}")
-        _check_bool("return_weights", return_weights)
+        check_bool("return_weights", return_weights)
         batch, seq = tokens.shape
         if seq > self.seq_len:
             raise ValueError(f"tokens has {seq} positions but the model learned only seq_len={self.seq_len}")
@@ -180,10 +181,10 @@ def train_lookup_model(
     The model comes back in eval mode; ``losses`` holds the loss of every step. A run is fully determined by its
     arguments: asking again with the same arguments trains the same model again.
     """
-    _check_positive_int("num_heads", num_heads)
-    _check_positive_int("d_model", d_model)
-    _check_positive_int("steps", steps)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("num_heads", num_heads)
+    check_positive_int("d_model", d_model)
+    check_positive_int("steps", steps)
+    check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
@@ -192,7 +193,7 @@ def train_lookup_model(
         raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
                          f"{', '.join(map(str, valid_head_counts(d_model)))}")
     make_two_lookup_batch(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size first
-    _check_bool("progress", progress)
+    check_bool("progress", progress)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, desc=f"{num_heads} head{'s' if num_heads > 1 else ''}", disable=not progress, leave=True)
@@ -248,17 +249,17 @@ def steps_to_solve(
     both), ...]}``. This is *how fast* a setting learns the task, not only whether 150 steps suffice. ``progress``
     shows a tqdm bar.
     """
-    _check_positive_int("num_heads", num_heads)
-    _check_positive_int("max_steps", max_steps)
-    _check_positive_int("every", every)
-    _check_positive_int("num_examples", num_examples)
+    check_positive_int("num_heads", num_heads)
+    check_positive_int("max_steps", max_steps)
+    check_positive_int("every", every)
+    check_positive_int("num_examples", num_examples)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
         raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.03, got lr={lr!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise ValueError(f"threshold must be a fraction in (0, 1], e.g. 0.95, got threshold={threshold!r}")
-    _check_bool("progress", progress)
+    check_bool("progress", progress)
     if d_model % num_heads:
         raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
                          f"{', '.join(map(str, valid_head_counts(d_model)))}")
@@ -280,7 +281,7 @@ def steps_to_solve(
 def lookup_test_set(num_examples: int = 2000, seq_len: int = 8, vocab_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed test sequences every evaluation uses: ``tokens (n, seq)``, ``targets (n, seq, 2)`` (seed 12345,
     which no training run uses)."""
-    _check_positive_int("num_examples", num_examples)
+    check_positive_int("num_examples", num_examples)
     return make_two_lookup_batch(num_examples, seq_len, vocab_size, generator=torch.Generator().manual_seed(12345))
 
 
@@ -295,8 +296,8 @@ def lookup_accuracy(
     """
     if not isinstance(model, TinyLookupModel):
         raise TypeError(f"model must be a TinyLookupModel, got {type(model).__name__}")
-    _check_positive_int("num_examples", num_examples)
-    _check_positive_int("start", start)
+    check_positive_int("num_examples", num_examples)
+    check_positive_int("start", start)
     if start >= model.seq_len:  # no position left to score: the mean of nothing would be NaN
         raise ValueError(f"start must be a position 1..{model.seq_len - 1} (the model's seq_len is {model.seq_len}), "
                          f"got start={start}")
@@ -333,9 +334,9 @@ def attention_shares(weights: torch.Tensor, start: int = 2) -> torch.Tensor:
     key 0 (the first token). Averaged over the batch and the queries ``i >= start`` (default 2: from there on the two
     look-ups point at different positions). 1.0 means the head looks only there.
     """
-    _check_float_tensor("weights", weights, ranks=(4,))
+    check_float_tensor("weights", weights, ranks=(4,))
     L = weights.shape[-2]
-    _check_positive_int("start", start)
+    check_positive_int("start", start)
     if not 1 <= start < L:
         raise ValueError(f"start must be in 1..{L - 1} (a query with a previous token), got start={start}")
     queries = torch.arange(start, L, device=weights.device)  # (n_q,)
@@ -430,7 +431,7 @@ def plot_lookup_heads(
     w = weights.detach()
     if w.dim() == 4 and w.shape[0] == 1:
         w = w[0]
-    _check_float_tensor("weights", w, ranks=(3,))
+    check_float_tensor("weights", w, ranks=(3,))
     num_heads, L, _ = w.shape
     shares = attention_shares(w.unsqueeze(0))  # (heads, 2)
     fig = plot_heads(w, labels, title=title, annot=annot)

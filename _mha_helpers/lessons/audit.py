@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..common import _check_bool, _OneThread
+from ..common import _OneThread
+from ..validation import check_bool
 from .audit_probes import (
     _PROBES,
     _attr,
@@ -306,7 +307,7 @@ def audit(attention: Callable | nn.Module, *, causal: bool = False) -> AuditRepo
     property that does not apply (no mask argument, no cache, ...) is "n/a", never failed. The module is copied
     before anything is changed; everything runs on the CPU, on one thread, in a second or less at d_model 64.
     """
-    _check_bool("causal", causal)
+    check_bool("causal", causal)
     if isinstance(attention, type):
         raise TypeError(f"attention must be an instance or a function, got the class {attention.__name__}; "
                         f"build one first, e.g. audit({attention.__name__}(64, 4))")

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..common import (
-    _check_bool,
-    _check_divisible,
-    _check_float_tensor,
-    _check_mask_dtype,
-    _check_positive_int,
-    _materialize_causal_bias,
+from ..validation import (
+    check_bool,
+    check_divisible,
+    check_float_tensor,
+    check_mask_dtype,
+    check_positive_int,
+    materialize_causal_bias,
 )
 
 
@@ -24,7 +24,7 @@ def _check_qkv(query: object, key: object, value: object) -> None:
     """Checks every attention function shares: query ``(..., L, d_k)``, key ``(..., S, d_k)``, value ``(..., S, d_v)``,
     all floating point, of one dtype and on one device."""
     for name, t in (("query", query), ("key", key), ("value", value)):
-        _check_float_tensor(name, t)
+        check_float_tensor(name, t)
         if t.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dims (..., seq, features), got shape {tuple(t.shape)}")
     if query.shape[-1] != key.shape[-1]:
@@ -95,7 +95,7 @@ def scaled_dot_product_attention(
             f"query, key and value must have the same leading dims (..., e.g. batch and heads) or dims of size 1, "
             f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
         ) from None
-    _check_bool("is_causal", is_causal)
+    check_bool("is_causal", is_causal)
     if is_causal and attn_mask is not None:
         raise ValueError(
             "pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention); for a causal mask "
@@ -111,7 +111,7 @@ def scaled_dot_product_attention(
 
     L, S, d_k = query.shape[-2], key.shape[-2], query.shape[-1]
     scale = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
-    attn_mask = _materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
+    attn_mask = materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
     dtype = query.dtype  # half precision is computed in float32 (see the docstring), then converted back
     if dtype in (torch.float16, torch.bfloat16):
         query, key, value = query.float(), key.float(), value.float()
@@ -121,7 +121,7 @@ def scaled_dot_product_attention(
     if is_causal:
         attn_mask = causal_mask(L, S, device=query.device)  # (L, S), True = may attend
     if attn_mask is not None:
-        _check_mask_dtype("attn_mask", attn_mask, query.dtype, query.device)
+        check_mask_dtype("attn_mask", attn_mask, query.dtype, query.device)
         try:  # the mask must broadcast TO the scores' shape, never grow it
             fits = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
         except RuntimeError:
@@ -171,9 +171,9 @@ def causal_mask(
       if the queries were the LAST L of the S positions, which is what decoding with a KV cache and chunked prefill
       need (the cache holds S - L earlier tokens). With L > S the first L - S queries see no key at all.
     """
-    _check_positive_int("seq_len", seq_len)
+    check_positive_int("seq_len", seq_len)
     key_len = seq_len if key_len is None else key_len
-    _check_positive_int("key_len", key_len)
+    check_positive_int("key_len", key_len)
     alignments = ("top_left", "bottom_right")
     if not isinstance(align, str):
         raise TypeError(f"align must be one of {alignments} (a str), got {align!r} of type {type(align).__name__}")
@@ -208,7 +208,7 @@ def padding_mask(lengths: Sequence[int] | torch.Tensor, max_len: int | None = No
         if longest == 0:
             raise ValueError(f"every length is 0 (lengths={lengths.tolist()}); pass max_len, the padded length")
         max_len = longest
-    _check_positive_int("max_len", max_len)
+    check_positive_int("max_len", max_len)
     if max_len < longest:
         raise ValueError(
             f"max_len={max_len} is shorter than the longest sentence ({longest}); use max_len >= {longest} or None"
@@ -223,10 +223,10 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     features; only then does ``transpose`` bring the heads forward. Reshaping straight to the target shape would
     mix features of different tokens (notebook 04 shows it).
     """
-    _check_float_tensor("x", x, ranks=(3,), layout="(batch, seq, d_model)")
-    _check_positive_int("num_heads", num_heads)
+    check_float_tensor("x", x, ranks=(3,), layout="(batch, seq, d_model)")
+    check_positive_int("num_heads", num_heads)
     batch, seq, d_model = x.shape
-    _check_divisible(d_model, num_heads, d_name="d_model")
+    check_divisible(d_model, num_heads, d_name="d_model")
     head_dim = d_model // num_heads
     x = x.view(batch, seq, num_heads, head_dim)  # (batch, seq, d_model) -> (batch, seq, heads, head_dim)
     return x.transpose(1, 2)  # -> (batch, heads, seq, head_dim)
@@ -234,7 +234,7 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`split_heads`: ``(batch, heads, seq, head_dim) -> (batch, seq, heads * head_dim)``."""
-    _check_float_tensor("x", x, ranks=(4,), layout="(batch, heads, seq, head_dim)")
+    check_float_tensor("x", x, ranks=(4,), layout="(batch, heads, seq, head_dim)")
     batch, num_heads, seq, head_dim = x.shape
     x = x.transpose(1, 2)  # (batch, heads, seq, head_dim) -> (batch, seq, heads, head_dim), not contiguous
     return x.reshape(batch, seq, num_heads * head_dim)  # copies into (batch, seq, d_model)

@@ -11,17 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import (
-    _check_bool,
-    _check_divisible,
-    _check_factory_kwargs,
-    _check_float_tensor,
-    _check_like_parameters,
-    _check_mask_dtype,
-    _check_positive_int,
-    _materialize_causal_bias,
-    _sized_by,
-    valid_head_counts,
+from ..common import valid_head_counts
+from ..validation import (
+    check_bool,
+    check_divisible,
+    check_factory_kwargs,
+    check_float_tensor,
+    check_like_parameters,
+    check_mask_dtype,
+    check_positive_int,
+    materialize_causal_bias,
+    sized_by,
 )
 from .attention import _check_qkv, _check_scale, causal_mask
 
@@ -180,9 +180,9 @@ def online_softmax_attention(
     in float32 and returned in their dtype. Works on any device (CPU, CUDA, ...).
     """
     _check_qkv(query, key, value)
-    _check_positive_int("block_size", block_size)
-    _check_positive_int("query_block_size", query_block_size)
-    _check_bool("is_causal", is_causal)
+    check_positive_int("block_size", block_size)
+    check_positive_int("query_block_size", query_block_size)
+    check_bool("is_causal", is_causal)
     _check_scale(scale)
     if not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2]):
         raise ValueError(
@@ -211,8 +211,8 @@ def online_softmax_steps(x: torch.Tensor, block_size: int) -> list[dict[str, obj
     exp(m_old - m_new) applied to the old sum, and ``"running sum"`` l = Σ exp(x_j - m) over the blocks so far.
     The softmax is then ``exp(x - m) / l`` with the final m and l.
     """
-    _check_float_tensor("x", x, ranks=(1,))
-    _check_positive_int("block_size", block_size)
+    check_float_tensor("x", x, ranks=(1,))
+    check_positive_int("block_size", block_size)
     steps, m, total = [], float("-inf"), 0.0
     for start in range(0, x.numel(), block_size):
         block = x[start:start + block_size]
@@ -237,8 +237,8 @@ def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block
 
     for name, value in (("seq_len", seq_len), ("key_len", key_len), ("block_size", block_size),
                         ("query_block_size", query_block_size)):
-        _check_positive_int(name, value)
-    _check_bool("is_causal", is_causal)
+        check_positive_int(name, value)
+    check_bool("is_causal", is_causal)
     rows = math.ceil(seq_len / query_block_size)
     cols = math.ceil(key_len / block_size)
     if rows > 64 or cols > 64:  # a larger grid is unreadable, and drawing its tiles one by one takes minutes
@@ -308,7 +308,7 @@ def grouped_query_attention(
     aligned as there; pass one of them at most. ``scale`` defaults to 1/√head_dim.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
-        _check_float_tensor(name, t, ranks=(4,))
+        check_float_tensor(name, t, ranks=(4,))
     batch, num_heads, L, head_dim = query.shape
     if key.shape != value.shape:
         raise ValueError(f"key and value must have the same shape, got key {tuple(key.shape)}, value {tuple(value.shape)}")
@@ -324,14 +324,14 @@ def grouped_query_attention(
             raise ValueError(f"{name} has an empty dim (shape {tuple(t.shape)}): seq and head_dim must be at least 1")
     num_kv_heads, S = key.shape[1], key.shape[2]
     _check_gqa_heads(num_heads, num_kv_heads)
-    _check_bool("is_causal", is_causal)
+    check_bool("is_causal", is_causal)
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention)")
     if is_causal:
         attn_mask = causal_mask(L, S, device=query.device)  # (L, S), True = may attend
-    attn_mask = _materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
+    attn_mask = materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
     if attn_mask is not None:
-        _check_mask_dtype("attn_mask", attn_mask, query.dtype)
+        check_mask_dtype("attn_mask", attn_mask, query.dtype)
         if attn_mask.device != query.device:
             raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {query.device}; move it with "
                              f"attn_mask.to(query.device)")
@@ -352,7 +352,7 @@ def kv_cache_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, 
     """
     for name, value in (("num_layers", num_layers), ("num_kv_heads", num_kv_heads), ("head_dim", head_dim),
                         ("bytes_per_value", bytes_per_value)):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     return 2 * num_layers * num_kv_heads * head_dim * bytes_per_value
 
 
@@ -369,8 +369,8 @@ class KVCache:
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
         for name, value in (("batch", batch), ("num_kv_heads", num_kv_heads), ("head_dim", head_dim),
                             ("max_len", max_len)):
-            _check_positive_int(name, value)
-        _check_factory_kwargs(device, dtype)
+            check_positive_int(name, value)
+        check_factory_kwargs(device, dtype)
         shape = (batch, num_kv_heads, max_len, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
@@ -394,7 +394,7 @@ class KVCache:
         """Store ``key``, ``value`` ``(batch, num_kv_heads, T, head_dim)``; return all cached keys and values."""
         want = tuple(self.keys.shape[:2]) + (self.keys.shape[3],)
         for name, t in (("key", key), ("value", value)):
-            _check_float_tensor(name, t, ranks=(4,))
+            check_float_tensor(name, t, ranks=(4,))
             if (t.shape[0], t.shape[1], t.shape[3]) != want:
                 raise ValueError(
                     f"{name} must be (batch, num_kv_heads, T, head_dim) = ({want[0]}, {want[1]}, T, {want[2]}), "
@@ -429,12 +429,12 @@ class GroupedQuerySelfAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-            _check_positive_int(name, value)
-        _check_divisible(d_model, num_heads, d_name="d_model")
+            check_positive_int(name, value)
+        check_divisible(d_model, num_heads, d_name="d_model")
         _check_gqa_heads(num_heads, num_kv_heads)
         self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
-        with _sized_by("d_model", d_model):
+        with sized_by("d_model", d_model):
             self.W_q = nn.Linear(d_model, d_model, bias=False)
             self.W_k = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
             self.W_v = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
@@ -447,8 +447,8 @@ class GroupedQuerySelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
-        _check_float_tensor("x", x, ranks=(3,))
-        _check_like_parameters("x", x, self.W_q.weight, "layer")
+        check_float_tensor("x", x, ranks=(3,))
+        check_like_parameters("x", x, self.W_q.weight, "layer")
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache (layer.new_cache(batch, max_len)) or None, got "
                             f"{type(cache).__name__}")
@@ -482,8 +482,8 @@ def decode_step_by_step(layer: GroupedQuerySelfAttention, x: torch.Tensor, use_c
     """
     if not isinstance(layer, GroupedQuerySelfAttention):
         raise TypeError(f"layer must be a GroupedQuerySelfAttention, got {type(layer).__name__}")
-    _check_float_tensor("x", x, ranks=(3,))
-    _check_bool("use_cache", use_cache)
+    check_float_tensor("x", x, ranks=(3,))
+    check_bool("use_cache", use_cache)
     batch, T, _ = x.shape
     if T == 0:
         raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): decode at least one, x of shape (batch, T>=1, d_model)")

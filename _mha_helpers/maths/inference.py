@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..common import _check_float_tensor, _check_positive_int
+from ..validation import check_float_tensor, check_positive_int
 from ..widgets.static_widgets import Control, StaticWidget, recreate_from_cell, register_exporter, state_key
 from .attention import causal_mask, scaled_dot_product_attention
 from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
@@ -40,12 +40,12 @@ def run_with_cache(
     """
     if not isinstance(layer, GroupedQuerySelfAttention):
         raise TypeError(f"layer must be a GroupedQuerySelfAttention (notebook 09), got {type(layer).__name__}")
-    _check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
+    check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
     batch, T, _ = x.shape
     if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence) or len(chunks) == 0:
         raise TypeError(f"chunks must be a non-empty list of positive ints adding up to T={T}, got {chunks!r}")
     for c in chunks:
-        _check_positive_int("each chunk", c)
+        check_positive_int("each chunk", c)
     if sum(chunks) != T:
         raise ValueError(f"chunks {list(chunks)} add up to {sum(chunks)}, but x has T={T} tokens; make them add up")
     cache = layer.new_cache(batch, T)
@@ -75,8 +75,8 @@ def plot_causal_alignment(seq_len: int, key_len: int, ax: Axes | None = None) ->
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("key_len", key_len)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("key_len", key_len)
     L, S = seq_len, key_len
     fig, axes = plt.subplots(1, 2, figsize=(2.2 + 0.9 * S, 0.9 + 0.55 * L))
     cmap = ListedColormap(["#e9ecef", "#2a9d8f"])
@@ -130,9 +130,9 @@ def decode_cost(
     for name, value in (("num_layers", num_layers), ("d_model", d_model), ("num_heads", num_heads),
                         ("num_kv_heads", num_kv_heads), ("context_len", context_len), ("new_tokens", new_tokens),
                         ("batch", batch), ("bytes_per_value", bytes_per_value)):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     d_ff = 4 * d_model if d_ff is None else d_ff
-    _check_positive_int("d_ff", d_ff)
+    check_positive_int("d_ff", d_ff)
     if d_model % num_heads or num_heads % num_kv_heads:
         raise ValueError(f"need d_model % num_heads == 0 and num_heads % num_kv_heads == 0, got d_model={d_model}, "
                          f"num_heads={num_heads}, num_kv_heads={num_kv_heads}")
@@ -225,9 +225,9 @@ class MaskEditor:
 
     def __init__(self, seq_len: int = 3, key_len: int = 6, align: str = "bottom_right", seed: int = 0,
                  head_dim: int = 4) -> None:
-        _check_positive_int("seq_len", seq_len)
-        _check_positive_int("key_len", key_len)
-        _check_positive_int("head_dim", head_dim)
+        check_positive_int("seq_len", seq_len)
+        check_positive_int("key_len", key_len)
+        check_positive_int("head_dim", head_dim)
         if seq_len > 8 or key_len > 12:
             raise ValueError(f"the editor is for small grids: seq_len <= 8 and key_len <= 12, got ({seq_len}, {key_len})")
         self.L, self.S = seq_len, key_len

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import _check_bool, _check_divisible, _check_factory_kwargs, _check_positive_int, _sized_by
+from ..validation import check_bool, check_divisible, check_factory_kwargs, check_positive_int, sized_by
 from . import torch_compat
 from .attention import merge_heads, scaled_dot_product_attention, split_heads
 
@@ -69,20 +69,20 @@ class MultiHeadAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("embed_dim", embed_dim)
-        _check_positive_int("num_heads", num_heads)
-        _check_divisible(embed_dim, num_heads)
+        check_positive_int("embed_dim", embed_dim)
+        check_positive_int("num_heads", num_heads)
+        check_divisible(embed_dim, num_heads)
         if kdim is not None:
-            _check_positive_int("kdim", kdim)
+            check_positive_int("kdim", kdim)
         if vdim is not None:
-            _check_positive_int("vdim", vdim)
+            check_positive_int("vdim", vdim)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
             raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r} of type {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1) (a probability; 1 would drop everything), got dropout={dropout}")
-        _check_bool("bias", bias)
-        _check_bool("batch_first", batch_first)
-        _check_factory_kwargs(device, dtype)
+        check_bool("bias", bias)
+        check_bool("batch_first", batch_first)
+        check_factory_kwargs(device, dtype)
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -94,7 +94,7 @@ class MultiHeadAttention(nn.Module):
         self.has_bias = bias
 
         factory = {"device": device, "dtype": dtype}
-        with _sized_by("embed_dim", max(embed_dim, self.kdim, self.vdim)):  # a clear error for e.g. 10**6
+        with sized_by("embed_dim", max(embed_dim, self.kdim, self.vdim)):  # a clear error for e.g. 10**6
             self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # d_model -> num_heads * head_dim
             self.W_k = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)  # kdim    -> num_heads * head_dim
             self.W_v = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)  # vdim    -> num_heads * head_dim
@@ -149,7 +149,7 @@ class MultiHeadAttention(nn.Module):
         query, key, value, batched = self._check_inputs(query, key, value)
         for name, flag in (("need_weights", need_weights), ("average_attn_weights", average_attn_weights),
                            ("is_causal", is_causal)):
-            _check_bool(name, flag)
+            check_bool(name, flag)
 
         self_attention = query is key and key is value
         if not batched:  # (L, E) -> (1, L, E): one code path for both

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import _check_float_tensor, _check_mask_dtype, _is_causal_bias, _materialize_causal_bias
+from ..validation import check_float_tensor, check_mask_dtype, is_causal_bias, materialize_causal_bias
 from .attention import causal_mask
 
 # ---- copying weights to and from nn.MultiheadAttention ------------------------------------------------------------
@@ -81,7 +81,7 @@ def check_inputs(self: nn.Module, query, key, value):
     """Validate query/key/value; return them with a flag: batched (3-D) or not (2-D)."""
     layout = "(batch, seq, features)" if self.batch_first else "(seq, batch, features)"
     for name, t in (("query", query), ("key", key), ("value", value)):
-        _check_float_tensor(name, t, ranks=(2, 3), layout=f"unbatched (seq, features) or batched {layout}")
+        check_float_tensor(name, t, ranks=(2, 3), layout=f"unbatched (seq, features) or batched {layout}")
     batched = query.dim() == 3
     if key.dim() != query.dim() or value.dim() != query.dim():
         raise ValueError(
@@ -130,17 +130,17 @@ def additive_mask(self: nn.Module, attn_mask, key_padding_mask, is_causal, batch
     -inf where it is not (bool masks), plus any float mask's values.
     """
     H = self.num_heads
-    if _is_causal_bias(attn_mask):
+    if is_causal_bias(attn_mask):
         # A CausalBias says which keys each query MAY see (it is the same object F.scaled_dot_product_attention
         # takes), whatever a plain boolean mask means here; so it is read by its meaning, not by this module's
         # True = blocked polarity: materialised (True = may attend), then inverted.
-        allowed = _materialize_causal_bias("attn_mask", attn_mask, L, S, self.W_o.weight.device, is_causal)
+        allowed = materialize_causal_bias("attn_mask", attn_mask, L, S, self.W_o.weight.device, is_causal)
         attn_mask = ~allowed  # (L, S), True = blocked
     if attn_mask is None and is_causal:
         attn_mask = ~causal_mask(L, S, device=self.W_o.weight.device)  # True = blocked, as this module reads it
     bias = None
     if attn_mask is not None:
-        _check_mask_dtype("attn_mask", attn_mask, dtype, self.W_o.weight.device)
+        check_mask_dtype("attn_mask", attn_mask, dtype, self.W_o.weight.device)
         n = batch * H if batched else H
         if attn_mask.dim() == 2:
             if tuple(attn_mask.shape) != (L, S):
@@ -162,7 +162,7 @@ def additive_mask(self: nn.Module, attn_mask, key_padding_mask, is_causal, batch
             )
         bias = _to_additive(m, dtype)
     if key_padding_mask is not None:
-        _check_mask_dtype("key_padding_mask", key_padding_mask, dtype, self.W_o.weight.device)
+        check_mask_dtype("key_padding_mask", key_padding_mask, dtype, self.W_o.weight.device)
         want = (batch, S) if batched else (S,)
         if tuple(key_padding_mask.shape) != want:
             raise ValueError(

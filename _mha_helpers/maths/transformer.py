@@ -7,16 +7,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..common import (
-    _check_bool,
-    _check_float_tensor,
-    _check_int,
-    _check_like_parameters,
-    _check_mask_dtype,
-    _check_positive_int,
-    _check_tokens,
-    _sized_by,
-    toy_embeddings,
+from ..common import toy_embeddings
+from ..validation import (
+    check_bool,
+    check_float_tensor,
+    check_int,
+    check_like_parameters,
+    check_mask_dtype,
+    check_positive_int,
+    check_tokens,
+    sized_by,
 )
 from .attention import padding_mask
 from .mha import MultiHeadAttention
@@ -55,16 +55,16 @@ class TransformerBlock(nn.Module):
         norm_first: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive_int("d_model", d_model)
+        check_positive_int("d_model", d_model)
         d_ff = 4 * d_model if d_ff is None else d_ff
-        _check_positive_int("d_ff", d_ff)
+        check_positive_int("d_ff", d_ff)
         if memory_dim is not None:
-            _check_positive_int("memory_dim", memory_dim)
-        _check_bool("norm_first", norm_first)
+            check_positive_int("memory_dim", memory_dim)
+        check_bool("norm_first", norm_first)
         self.d_model, self.d_ff, self.memory_dim, self.norm_first = d_model, d_ff, memory_dim, norm_first
         # MultiHeadAttention checks num_heads (a positive divisor of d_model) and dropout.
         # Sub-modules in the order the data meets them (pre-norm): norm, attention, [norm, cross-attention], norm, MLP.
-        with _sized_by("d_model", d_model):  # a clear error for e.g. d_model=10**6
+        with sized_by("d_model", d_model):  # a clear error for e.g. d_model=10**6
             self.norm1 = nn.LayerNorm(d_model)
             self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
             self.cross_attn = None
@@ -73,7 +73,7 @@ class TransformerBlock(nn.Module):
                 self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, kdim=memory_dim,
                                                      vdim=memory_dim)
             self.norm2 = nn.LayerNorm(d_model)
-        with _sized_by("d_ff", d_ff):
+        with sized_by("d_ff", d_ff):
             self.mlp = nn.Sequential(
                 nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
             )  # (..., d_model) -> (..., d_ff) -> (..., d_model), position by position
@@ -102,13 +102,13 @@ class TransformerBlock(nn.Module):
         is_causal: bool = False,
         return_weights: bool = False,
     ):
-        _check_float_tensor("x", x, ranks=(3,))
-        _check_like_parameters("x", x, self.norm1.weight, "block")
+        check_float_tensor("x", x, ranks=(3,))
+        check_like_parameters("x", x, self.norm1.weight, "block")
         if x.shape[-1] != self.d_model or x.shape[1] == 0:
             raise ValueError(f"x must be (batch, L, {self.d_model}) with L >= 1 (the block has d_model="
                              f"{self.d_model}), got shape {tuple(x.shape)}")
-        _check_bool("is_causal", is_causal)
-        _check_bool("return_weights", return_weights)
+        check_bool("is_causal", is_causal)
+        check_bool("return_weights", return_weights)
         if self.cross_attn is None and (memory is not None or memory_key_padding_mask is not None):
             raise ValueError("this block has no cross-attention, so it takes no memory; build it with "
                              "TransformerBlock(..., memory_dim=<the memory's width>) to make a decoder block")
@@ -116,14 +116,14 @@ class TransformerBlock(nn.Module):
             if memory is None:
                 raise ValueError(f"this is a decoder block (memory_dim={self.memory_dim}): pass memory, the "
                                  f"encoder's output of shape (batch, S, {self.memory_dim})")
-            _check_float_tensor("memory", memory, ranks=(3,))
-            _check_like_parameters("memory", memory, self.norm1.weight, "block")
+            check_float_tensor("memory", memory, ranks=(3,))
+            check_like_parameters("memory", memory, self.norm1.weight, "block")
             batch, S, width = memory.shape
             if width != self.memory_dim or S == 0 or batch != x.shape[0]:
                 raise ValueError(f"memory must be (batch, S, memory_dim) = ({x.shape[0]}, S >= 1, {self.memory_dim}) "
                                  f"(the cross-attention's kdim={self.memory_dim}), got shape {tuple(memory.shape)}")
             if memory_key_padding_mask is not None:
-                _check_mask_dtype("memory_key_padding_mask", memory_key_padding_mask, x.dtype, x.device)
+                check_mask_dtype("memory_key_padding_mask", memory_key_padding_mask, x.dtype, x.device)
                 if tuple(memory_key_padding_mask.shape) != (batch, S):
                     raise ValueError(f"memory_key_padding_mask must be (batch, S) = ({batch}, {S}), True at the "
                                      f"memory's padding, got shape {tuple(memory_key_padding_mask.shape)}")
@@ -180,9 +180,9 @@ def toy_batch(
         raise TypeError(f"sentences must be a non-empty list of token lists, e.g. [['the', 'cat'], ['a', 'dog']], "
                         f"got {sentences!r:.80}")
     for b, sentence in enumerate(sentences):
-        _check_tokens(f"sentences[{b}]", sentence)
-    _check_positive_int("d_model", d_model)
-    _check_int("seed", seed, minimum=0)
+        check_tokens(f"sentences[{b}]", sentence)
+    check_positive_int("d_model", d_model)
+    check_int("seed", seed, minimum=0)
     if not isinstance(pad, str):
         raise TypeError(f"pad must be a string (the label of padding positions), got {type(pad).__name__}")
     lengths = [len(s) for s in sentences]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import _check_divisible, _check_float_tensor, _check_positive_int
+from ..validation import check_divisible, check_float_tensor, check_positive_int
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.figure import Figure
@@ -39,7 +39,7 @@ def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     Returns ``(head_dim // 2,)`` float64, radians per position. These are the frequencies of the sinusoidal
     positions of notebook 01 (``sinusoidal_positions``): pair i turns by ``m * theta_i`` at position m.
     """
-    _check_positive_int("head_dim", head_dim)
+    check_positive_int("head_dim", head_dim)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (RoPE rotates pairs of features), got head_dim={head_dim}")
     base = _check_base(base)
@@ -99,7 +99,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor | Sequence[int] | None = None,
     ``positions``: a tensor (ints or floats) or list broadcastable to ``x.shape[:-1]``, typically ``(seq,)``;
     e.g. ``torch.arange(past, past + T)`` for T new tokens after ``past`` cached ones.
     """
-    _check_float_tensor("x", x, layout="(..., seq, head_dim)")
+    check_float_tensor("x", x, layout="(..., seq, head_dim)")
     if x.dim() < 2:
         raise ValueError(f"x must be (..., seq, head_dim), at least 2-D, got shape {tuple(x.shape)}")
     head_dim = x.shape[-1]
@@ -132,7 +132,7 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     other slope of the 2p-head sequence (its 1st, 3rd, 5th, ...) until there are ``num_heads``: 12 heads get the 8
     slopes of 8 heads, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
     """
-    _check_positive_int("num_heads", num_heads)
+    check_positive_int("num_heads", num_heads)
     p = 1 << (num_heads.bit_length() - 1)  # the largest power of two <= num_heads
     slopes = _geometric_slopes(p)
     if p < num_heads:
@@ -150,9 +150,9 @@ def alibi_bias(num_heads: int, L: int, S: int) -> torch.Tensor:
     causal mask those entries are blocked anyway. Add it to the scores, or pass it as SDPA's float ``attn_mask``
     (combined with a causal mask: ``bias.masked_fill(~causal_mask(L, S), float("-inf"))``).
     """
-    _check_positive_int("num_heads", num_heads)
-    _check_positive_int("L", L)
-    _check_positive_int("S", S)
+    check_positive_int("num_heads", num_heads)
+    check_positive_int("L", L)
+    check_positive_int("S", S)
     distance = (torch.arange(L)[:, None] - torch.arange(S)[None, :]).abs().float()  # (L, S): |i - j|
     return -alibi_slopes(num_heads)[:, None, None] * distance  # (H, 1, 1) * (L, S) -> (H, L, S)
 
@@ -168,10 +168,10 @@ def sliding_window_mask(seq_len: int, window: int, key_len: int | None = None) -
     ``window >= seq_len`` gives the plain causal mask; ``window = 1`` lets each token see only itself. ``key_len``
     defaults to ``seq_len``; positions are as in :func:`causal_mask`'s default (query i is position i).
     """
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("window", window)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("window", window)
     key_len = seq_len if key_len is None else key_len
-    _check_positive_int("key_len", key_len)
+    check_positive_int("key_len", key_len)
     offset = torch.arange(seq_len)[:, None] - torch.arange(key_len)[None, :]  # (L, S): i - j
     return (offset >= 0) & (offset < window)  # (L, S): the past `window` keys, this one included
 
@@ -186,14 +186,14 @@ def sliding_window_attention(query: torch.Tensor, key: torch.Tensor, value: torc
     so each block multiplies ``block_size × (window + block_size - 1)`` scores instead of ``block_size × seq``.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
-        _check_float_tensor(name, t, layout="(..., seq, head_dim)")
+        check_float_tensor(name, t, layout="(..., seq, head_dim)")
         if t.dim() < 2:
             raise ValueError(f"{name} must be (..., seq, head_dim), got shape {tuple(t.shape)}")
     if key.shape != query.shape or value.shape[:-1] != query.shape[:-1]:
         raise ValueError(f"query, key and value must share (..., seq): self-attention; got {tuple(query.shape)}, "
                          f"{tuple(key.shape)}, {tuple(value.shape)}")
-    _check_positive_int("window", window)
-    _check_positive_int("block_size", block_size)
+    check_positive_int("window", window)
+    check_positive_int("block_size", block_size)
     seq = query.shape[-2]
     outputs = []
     for i0 in range(0, seq, block_size):
@@ -220,7 +220,7 @@ class LatentCache:
     def __init__(self, batch: int, latent_dim: int, max_len: int, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> None:
         for name, value in (("batch", batch), ("latent_dim", latent_dim), ("max_len", max_len)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         self.latents = torch.zeros(batch, max_len, latent_dim, dtype=dtype, device=device)
         self.max_len, self.length = max_len, 0
 
@@ -239,7 +239,7 @@ class LatentCache:
 
     def append(self, latent: torch.Tensor) -> torch.Tensor:
         """Store ``latent`` ``(batch, T, latent_dim)``; return every cached latent ``(batch, len, latent_dim)``."""
-        _check_float_tensor("latent", latent, ranks=(3,), layout="(batch, T, latent_dim)")
+        check_float_tensor("latent", latent, ranks=(3,), layout="(batch, T, latent_dim)")
         b, _, c = self.latents.shape
         if latent.shape[0] != b or latent.shape[2] != c:
             raise ValueError(f"latent must be (batch, T, latent_dim) = ({b}, T, {c}), got {tuple(latent.shape)}")
@@ -279,8 +279,8 @@ class MultiHeadLatentAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, latent_dim: int) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("num_heads", num_heads), ("latent_dim", latent_dim)):
-            _check_positive_int(name, value)
-        _check_divisible(d_model, num_heads, d_name="d_model")
+            check_positive_int(name, value)
+        check_divisible(d_model, num_heads, d_name="d_model")
         self.d_model, self.num_heads, self.latent_dim = d_model, num_heads, latent_dim
         self.head_dim = d_model // num_heads
         self.W_q = nn.Linear(d_model, d_model, bias=False)
@@ -300,7 +300,7 @@ class MultiHeadLatentAttention(nn.Module):
         return LatentCache(batch, self.latent_dim, max_len, dtype=w.dtype, device=w.device)
 
     def _check_x(self, x: torch.Tensor) -> None:
-        _check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
+        check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
         if x.shape[-1] != self.d_model:
             raise ValueError(f"x has {x.shape[-1]} features (shape {tuple(x.shape)}) but the layer has "
                              f"d_model={self.d_model}")
@@ -372,7 +372,7 @@ def latent_cache_bytes_per_token(num_layers: int, latent_dim: int, rope_dim: int
     the number of heads nor a factor 2 for K and V appears, since one latent serves every head's keys and values.
     """
     for name, value in (("num_layers", num_layers), ("latent_dim", latent_dim), ("bytes_per_value", bytes_per_value)):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     if isinstance(rope_dim, bool) or not isinstance(rope_dim, int) or rope_dim < 0:
         raise ValueError(f"rope_dim must be an int >= 0 (decoupled RoPE key features), got rope_dim={rope_dim!r}")
     return num_layers * (latent_dim + rope_dim) * bytes_per_value
@@ -400,8 +400,8 @@ def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, 
 
     for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
                         ("latent_dim", latent_dim), ("window", window), ("context", context)):
-        _check_positive_int(name, value)
-    _check_divisible(d_model, num_heads, d_name="d_model")
+        check_positive_int(name, value)
+    check_divisible(d_model, num_heads, d_name="d_model")
     head_dim, fp32 = d_model // num_heads, 4
     rows = []
     with torch.random.fork_rng(devices=[]), torch.no_grad(), _OneThread():
@@ -568,8 +568,8 @@ def variant_cost_meter(d_model: int = 64, num_heads: int = 8, num_kv_heads: int 
     the same figure statically."""
     for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
                         ("latent_dim", latent_dim), ("window", window), ("context", context)):
-        _check_positive_int(name, value)
-    _check_divisible(d_model, num_heads, d_name="d_model")
+        check_positive_int(name, value)
+    check_divisible(d_model, num_heads, d_name="d_model")
     if num_heads % num_kv_heads:
         raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
     if window > context:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..common import _check_float_tensor, _check_positive_int, sinusoidal_positions
+from ..common import sinusoidal_positions
+from ..validation import check_float_tensor, check_positive_int
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.figure import Figure
@@ -24,7 +25,7 @@ SHAPE_COLOURS = {"red square": (0.90, 0.20, 0.20), "green disk": (0.20, 0.75, 0.
 def toy_image(size: int = 24) -> torch.Tensor:
     """A ``(3, size, size)`` RGB image in [0, 1], made in code: a red square (top left), a green disk (bottom right)
     and a blue bar (bottom left) on a dark grey background. No randomness: the same image every time."""
-    _check_positive_int("size", size)
+    check_positive_int("size", size)
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels to hold three shapes, got size={size}")
     image = torch.full((3, size, size), 0.15)  # (channels, height, width), dark grey
@@ -47,8 +48,8 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     ``patch_size`` -> ``(batch, num_patches, channels · patch_size²)`` (or ``(num_patches, ...)``), patches in
     reading order: row by row, left to right, so patch n sits at grid row ``n // (W / p)``, column ``n % (W / p)``.
     """
-    _check_float_tensor("images", images, ranks=(3, 4), layout="(batch, channels, H, W) or (channels, H, W)")
-    _check_positive_int("patch_size", patch_size)
+    check_float_tensor("images", images, ranks=(3, 4), layout="(batch, channels, H, W) or (channels, H, W)")
+    check_positive_int("patch_size", patch_size)
     single = images.dim() == 3
     x = images.unsqueeze(0) if single else images  # (batch, C, H, W)
     batch, C, H, W = x.shape
@@ -70,7 +71,7 @@ def positions_2d(grid_h: int, grid_w: int, d_model: int) -> torch.Tensor:
     patches in one column the second. ``d_model`` must be even.
     """
     for name, value in (("grid_h", grid_h), ("grid_w", grid_w), ("d_model", d_model)):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     if d_model % 2:
         raise ValueError(f"d_model must be even (half for rows, half for columns), got d_model={d_model}")
     half = d_model // 2
@@ -96,7 +97,7 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("d_model", d_model),
                             ("channels", channels)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
         self.image_size, self.patch_size, self.d_model, self.channels = image_size, patch_size, d_model, channels
@@ -110,7 +111,7 @@ class PatchEmbedding(nn.Module):
         return self.grid * self.grid
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _check_float_tensor("images", images, ranks=(4,), layout="(batch, channels, H, W)")
+        check_float_tensor("images", images, ranks=(4,), layout="(batch, channels, H, W)")
         want = (self.channels, self.image_size, self.image_size)
         if tuple(images.shape[1:]) != want:
             raise ValueError(f"images must be (batch, {want[0]}, {want[1]}, {want[2]}), got {tuple(images.shape)}")
@@ -121,7 +122,7 @@ class PatchEmbedding(nn.Module):
 
         ``with_positions=False`` leaves the 2-D positions out: then nothing in a token says where its patch was.
         """
-        _check_float_tensor("patches", patches, ranks=(3,), layout="(batch, num_patches, channels · patch_size²)")
+        check_float_tensor("patches", patches, ranks=(3,), layout="(batch, num_patches, channels · patch_size²)")
         want = (self.num_patches, self.W_patch.in_features)
         if tuple(patches.shape[1:]) != want:
             raise ValueError(f"patches must be (batch, {want[0]}, {want[1]}), got {tuple(patches.shape)}")
@@ -139,7 +140,7 @@ def plot_patch_tokens(image: torch.Tensor, patch_size: int, tokens: torch.Tensor
     """
     import matplotlib.pyplot as plt
 
-    _check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
+    check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
     patches = patchify(image, patch_size)  # (num_patches, C·p·p)
     H, W = image.shape[1:]
     gw = W // patch_size
@@ -183,8 +184,8 @@ def plot_patch_attention(weights: torch.Tensor, image: torch.Tensor, patch_size:
     """
     import matplotlib.pyplot as plt
 
-    _check_float_tensor("weights", weights, ranks=(3,), layout="(num_heads, 1 + num_patches, 1 + num_patches)")
-    _check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
+    check_float_tensor("weights", weights, ranks=(3,), layout="(num_heads, 1 + num_patches, 1 + num_patches)")
+    check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
     num_heads, T, _ = weights.shape
     H, W = image.shape[1:]
     gh, gw = H // patch_size, W // patch_size

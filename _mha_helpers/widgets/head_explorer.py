@@ -13,20 +13,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..common import (
-    SENTENCE,
-    _check_bool,
-    _check_divisible,
-    _check_float_tensor,
-    _check_int,
-    _check_like_parameters,
-    _check_positive_int,
-    _OneThread,
-    _sized_by,
-    toy_embeddings,
-    valid_head_counts,
-)
+from ..common import SENTENCE, _OneThread, toy_embeddings, valid_head_counts
 from ..maths.mha import MultiHeadAttention
+from ..validation import (
+    check_bool,
+    check_divisible,
+    check_float_tensor,
+    check_int,
+    check_like_parameters,
+    check_positive_int,
+    sized_by,
+)
 from .head_maps import _HeadFigure, attention_entropy, previous_token_share
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
@@ -45,7 +42,7 @@ def explorer_module(d_model: int = 16, seed: int = 0, gain: float = 2.5) -> Mult
     (notebook 06 prints that). The weights are still random, and the same for every head count.
     The random draw happens under a forked random state: it does not change the notebook's own random numbers.
     """
-    _check_positive_int("d_model", d_model)
+    check_positive_int("d_model", d_model)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int >= 0, got {seed!r} of type {type(seed).__name__}")
     if seed < 0:
@@ -54,7 +51,7 @@ def explorer_module(d_model: int = 16, seed: int = 0, gain: float = 2.5) -> Mult
         raise ValueError(f"gain must be a positive number, got gain={gain!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        with _sized_by("d_model", d_model):
+        with sized_by("d_model", d_model):
             module = MultiHeadAttention(d_model, 1)
     with torch.no_grad():
         module.W_q.weight.mul_(gain)
@@ -73,8 +70,8 @@ def resplit_heads(module: MultiHeadAttention, num_heads: int) -> MultiHeadAttent
     """
     if not isinstance(module, MultiHeadAttention):
         raise TypeError(f"module must be an mha_helpers.MultiHeadAttention, got {type(module).__name__}")
-    _check_positive_int("num_heads", num_heads)
-    _check_divisible(module.embed_dim, num_heads)
+    check_positive_int("num_heads", num_heads)
+    check_divisible(module.embed_dim, num_heads)
     ref = module.W_o.weight
     # Built on the "meta" device: placeholder layers with no storage and no random draw ...
     new = MultiHeadAttention(
@@ -95,10 +92,10 @@ def head_attention_maps(
     ``x``: ``(batch, seq, embed_dim)`` -> weights ``(batch, num_heads, seq, seq)``; ``causal=True`` lets each token
     look only at itself and earlier tokens. No gradients are tracked.
     """
-    _check_bool("causal", causal)
+    check_bool("causal", causal)
     view = resplit_heads(module, num_heads)  # checks module and num_heads
-    _check_float_tensor("x", x, ranks=(3,), layout="(batch, seq, embed_dim)")
-    _check_like_parameters("x", x, module.W_o.weight, "module")
+    check_float_tensor("x", x, ranks=(3,), layout="(batch, seq, embed_dim)")
+    check_like_parameters("x", x, module.W_o.weight, "module")
     if x.shape[-1] != module.embed_dim or module.kdim != module.embed_dim or module.vdim != module.embed_dim:
         raise ValueError(f"x must be (batch, seq, embed_dim) = (batch, seq, {module.embed_dim}), got {tuple(x.shape)}")
     view.batch_first = True  # x is (batch, seq, embed_dim) here, whatever layout the module itself expects
@@ -133,15 +130,15 @@ def _explorer_setup(
     d_model: int, num_heads: int, sentence: str | Sequence[str], seed: int, module: MultiHeadAttention | None,
 ) -> tuple[MultiHeadAttention, list[str], str]:
     """Check the explorer's arguments; return the module to re-split, the sentence's words and a note on cutting."""
-    _check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0)
     if module is None:
         module = explorer_module(d_model, seed)
     elif not isinstance(module, MultiHeadAttention):
         raise TypeError(f"module must be an mha_helpers.MultiHeadAttention, got {type(module).__name__}")
     elif module.kdim != module.embed_dim or module.vdim != module.embed_dim:
         raise ValueError(f"module must do self-attention (kdim = vdim = embed_dim), got {module}")
-    _check_positive_int("num_heads", num_heads)
-    _check_divisible(module.embed_dim, num_heads, d_name="d_model")
+    check_positive_int("num_heads", num_heads)
+    check_divisible(module.embed_dim, num_heads, d_name="d_model")
     tokens, note = _explorer_tokens(sentence)
     if note:  # never cut a sentence in silence
         warnings.warn(note, UserWarning, stacklevel=3)
@@ -357,8 +354,8 @@ def head_explorer(
     Display the returned :class:`HeadExplorer` as a cell's last expression; :func:`plot_head_explorer` draws the
     same figure as a plain matplotlib figure.
     """
-    _check_bool("causal", causal)
-    _check_bool("compact", compact)
+    check_bool("causal", causal)
+    check_bool("compact", compact)
     module, tokens, note = _explorer_setup(d_model, num_heads, sentence, seed, module)
     return HeadExplorer(module, num_heads, tokens, causal, compact, seed, note=note)
 
@@ -380,8 +377,8 @@ def plot_head_explorer(
     """
     import matplotlib.pyplot as plt
 
-    _check_bool("causal", causal)
-    _check_bool("compact", compact)
+    check_bool("causal", causal)
+    check_bool("compact", compact)
     module, tokens, _ = _explorer_setup(d_model, num_heads, sentence, seed, module)
     if isinstance(enlarge, bool) or not isinstance(enlarge, int) or not 0 <= enlarge < num_heads:
         raise ValueError(f"enlarge must be a head index 0..{num_heads - 1}, got enlarge={enlarge!r}")

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..common import _check_attention_weights, _plain_labels
+from ..common import _plain_labels
+from ..validation import check_attention_weights
 
 
 def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
     0 bits when all attention is on one key, ``log2(S)`` bits when it is spread evenly over ``S`` keys.
     E.g. ``(batch, heads, L, S) -> (batch, heads)``: one number per head.
     """
-    _check_attention_weights(weights)
+    check_attention_weights(weights)
     if weights.dim() < 2:
         raise ValueError(f"weights must be (..., L, S) with at least 2 dims, got shape {tuple(weights.shape)}")
     per_query = -torch.special.xlogy(weights, weights).sum(dim=-1) / math.log(2)  # (..., L, S) -> (..., L)
@@ -34,7 +35,7 @@ def previous_token_share(weights: torch.Tensor) -> torch.Tensor:
     The mean of ``weights[..., i, i-1]`` over the queries ``i = 1 .. L-1`` (query 0 has no previous token):
     1.0 for a perfect "previous-token head", about ``1/S`` for uniform attention. Needs ``L >= 2``.
     """
-    _check_attention_weights(weights)
+    check_attention_weights(weights)
     if weights.dim() < 2 or weights.shape[-2] < 2 or weights.shape[-1] < weights.shape[-2] - 1:
         raise ValueError(
             f"weights must be (..., L, S) with L >= 2 queries and S >= L - 1 keys, got shape {tuple(weights.shape)}"

@@ -770,10 +770,10 @@ def test_nested_tensor_input_says_how_to_pad():
 def test_causal_bias_given_where_it_cannot_be_read():
     from torch.nn.attention.bias import causal_upper_left
 
-    from _mha_helpers.common import _check_mask_dtype
+    from _mha_helpers.validation import check_mask_dtype
 
     with pytest.raises(TypeError, match=r"CausalBias.*is_causal=True"):
-        _check_mask_dtype("attn_mask", causal_upper_left(3, 3), torch.float32)
+        check_mask_dtype("attn_mask", causal_upper_left(3, 3), torch.float32)
 
 
 # ---- mismatched devices and dtypes (the "meta" device stands in for a second device on a CPU-only machine) -----
