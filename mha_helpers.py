@@ -80,7 +80,6 @@ A notebook also uses every name of the notebooks before it. Shapes use the names
 says otherwise.
 """
 
-from _mha_helpers import publish as _publish
 from _mha_helpers.maths.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
 from _mha_helpers.lessons.audit import AUDIT_PROPERTIES, AuditReport, AuditRow, audit
 from _mha_helpers.lessons.bug_zoo import (
@@ -146,5 +145,3 @@ from _mha_helpers.maths.vision import (
 
 # The public names are exactly those imported above (dir(mh) == __all__ is tested); the table says where each lives.
 __all__ = [name for name in dir() if not name.startswith("_")]
-
-_publish(globals(), __all__, __name__)

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import nn
 
 from .common import _plain_labels
 from .maths.attention import merge_heads
 from .validation import check_bool, check_float_tensor, check_positive_int, check_tokens
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 #: The largest map plot_attention / plot_heads draw: beyond it every label is unreadable and drawing takes minutes.
 PLOT_MAX_TOKENS = 200

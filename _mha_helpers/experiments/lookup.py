@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import nn
 
 from ..common import _OneThread, valid_head_counts
 from ..figures import plot_heads
 from ..maths.mha import MultiHeadAttention
 from ..validation import check_bool, check_float_tensor, check_positive_int
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 #: The two look-ups of the task, in the order of the targets' last axis.
 LOOKUP_PATTERNS: tuple[str, str] = ("previous", "first")

@@ -5,10 +5,10 @@ backward over blocks), grouped-query / multi-query attention, and the KV cache o
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
 from torch import nn
 
 from ..common import valid_head_counts
@@ -24,9 +24,6 @@ from ..validation import (
     sized_by,
 )
 from .attention import _check_qkv, _check_scale, causal_mask
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.axes import Axes
 
 
 def _causal_block_hidden(i0: int, i1: int, j0: int, j1: int, device: torch.device) -> torch.Tensor:

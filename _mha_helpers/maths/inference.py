@@ -10,18 +10,15 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from ..validation import check_float_tensor, check_positive_int
 from ..widgets.static_widgets import Control, StaticWidget, recreate_from_cell, register_exporter, state_key
 from .attention import causal_mask, scaled_dot_product_attention
 from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 # ---- prefill and decode -------------------------------------------------------------------------------------------
 

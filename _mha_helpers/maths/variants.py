@@ -11,16 +11,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 from ..validation import check_divisible, check_float_tensor, check_positive_int
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.figure import Figure
 
 # ---- RoPE (Su et al. 2021, RoFormer) ----------------------------------------------------------------------------
 

@@ -7,16 +7,12 @@ The image is attended over by the same ``MultiHeadAttention`` as text (Dosovitsk
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from ..common import sinusoidal_positions
 from ..validation import check_float_tensor, check_positive_int
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.figure import Figure
 
 #: The colours of the toy image's shapes (RGB in [0, 1]).
 SHAPE_COLOURS = {"red square": (0.90, 0.20, 0.20), "green disk": (0.20, 0.75, 0.30), "blue bar": (0.20, 0.35, 0.90)}

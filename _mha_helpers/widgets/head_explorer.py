@@ -9,9 +9,9 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
+from matplotlib.figure import Figure
 
 from ..common import SENTENCE, _OneThread, toy_embeddings, valid_head_counts
 from ..maths.mha import MultiHeadAttention
@@ -25,9 +25,6 @@ from ..validation import (
     sized_by,
 )
 from .head_maps import _HeadFigure, attention_entropy, previous_token_share
-
-if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
-    from matplotlib.figure import Figure
 
 #: The longest sentence the explorer draws; longer ones are cut (the maps would be unreadable).
 EXPLORER_MAX_TOKENS = 12
