@@ -8,6 +8,7 @@ pair of modules it needs:
 * ``grads_by_torch_name(ours)`` -> ``{torch parameter name: gradient}``: our W_q/W_k/W_v/W_o gradients laid out
   the way PyTorch stores its parameters (packed ``in_proj_weight`` or separate ``q/k/v_proj_weight``), so the two
   modules' gradients can be compared name by name;
+* ``qkv(L, S, ...)`` -> ``(q, k, v)``: random queries, keys and values for the attention functions' tests;
 * ``chromium``: one headless Chromium for the session, shared by the browser lane (JupyterLab) and the site lane.
 """
 
@@ -74,12 +75,39 @@ def _grads_by_torch_name(ours: mh.MultiHeadAttention) -> dict[str, torch.Tensor]
     return grads
 
 
-@pytest.fixture
+def _random_qkv(
+    L: int,
+    S: int,
+    *,
+    lead: tuple[int, ...] = (2, 3),
+    kv_lead: tuple[int, ...] | None = None,
+    d_k: int = 8,
+    d_v: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    requires_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q (*lead, L, d_k)``, ``k (*kv_lead, S, d_k)``, ``v (*kv_lead, S, d_v)``, standard normal, drawn in float32 in
+    that order from ``generator`` (or one seeded with ``seed``) and cast to ``dtype``. ``kv_lead`` defaults to ``lead``
+    (grouped-query tests give K and V fewer heads); ``d_v`` to ``d_k``."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    kv_lead = lead if kv_lead is None else kv_lead
+    shapes = ((*lead, L, d_k), (*kv_lead, S, d_k), (*kv_lead, S, d_k if d_v is None else d_v))
+    return tuple(torch.randn(shape, generator=gen).to(dtype).requires_grad_(requires_grad) for shape in shapes)
+
+
+@pytest.fixture(scope="session")  # stateless builders: any scope is safe, and hypothesis needs a wide one
 def mha_pair():
     return _mha_pair
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def qkv():
+    return _random_qkv
+
+
+@pytest.fixture(scope="session")
 def grads_by_torch_name():
     return _grads_by_torch_name
 

@@ -65,17 +65,12 @@ def test_chunked_prefill_equals_all_at_once(seed):
 # ---- notebook 10, section 2 ---------------------------------------------------------------------------------------
 
 
-def _qkv(seed: int, S: int, d: int = 8, heads: int = 2):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(1, heads, S, d, generator=g) for _ in range(3))
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("L, S", [(3, 10), (2, 5), (4, 7), (1, 6)])
-def test_bottom_right_is_right_and_top_left_is_silently_wrong(seed, L, S):
+def test_bottom_right_is_right_and_top_left_is_silently_wrong(seed, L, S, qkv):
     """10 §2: for the last L of S queries, the bottom-right mask gives the full pass's rows; is_causal=True (top-left)
     gives different numbers, with no exception and no warning."""
-    q, k, v = _qkv(seed, S)
+    q, k, v = qkv(S, S, lead=(1, 2), seed=seed)
     reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, S - L:]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning would fail the test
@@ -89,9 +84,9 @@ def test_bottom_right_is_right_and_top_left_is_silently_wrong(seed, L, S):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("S", [2, 6, 10])
-def test_one_new_token_with_is_causal_sees_only_key_0(seed, S):
+def test_one_new_token_with_is_causal_sees_only_key_0(seed, S, qkv):
     """10 §2: with L = 1, is_causal=True lets the new token see only key 0 (its output IS value 0); no mask is right."""
-    q, k, v = _qkv(seed, S)
+    q, k, v = qkv(S, S, lead=(1, 2), seed=seed)
     one = F.scaled_dot_product_attention(q[:, :, -1:], k, v, is_causal=True)
     assert torch.allclose(one, v[:, :, :1], atol=1e-6)
     full_last = F.scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, -1:]

@@ -34,18 +34,13 @@ def _bias(variant: str, L: int, S: int):
         return VARIANTS[variant](L, S)
 
 
-def _qkv(L: int, S: int, seed: int = 0, lead=(2, 3), d=8, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*lead, n, d, generator=g).to(dtype) for n in (L, S, S))
-
-
 # ---- 1. CausalBias ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("L,S", SIZES)
-def test_sdpa_reads_a_causal_bias_as_pytorch_does(variant, L, S):
-    q, k, v = _qkv(L, S)
+def test_sdpa_reads_a_causal_bias_as_pytorch_does(variant, L, S, qkv):
+    q, k, v = qkv(L, S)
     bias = _bias(variant, L, S)
     out, weights = mh.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias._materialize())  # what PyTorch's SDPA reads
@@ -57,28 +52,28 @@ def test_sdpa_reads_a_causal_bias_as_pytorch_does(variant, L, S):
 
 
 @pytest.mark.parametrize("L,S", SIZES)
-def test_upper_left_bias_equals_is_causal(L, S):
-    q, k, v = _qkv(L, S, seed=1)
+def test_upper_left_bias_equals_is_causal(L, S, qkv):
+    q, k, v = qkv(L, S, seed=1)
     with_bias, _ = mh.scaled_dot_product_attention(q, k, v, attn_mask=causal_upper_left(L, S))
     with_flag, _ = mh.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(with_bias, with_flag)
 
 
-def test_the_same_bias_gives_the_same_answer_every_time():
-    q, k, v = _qkv(4, 4, seed=2)
+def test_the_same_bias_gives_the_same_answer_every_time(qkv):
+    q, k, v = qkv(4, 4, seed=2)
     outs = [mh.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(4, 4))[0] for _ in range(5)]
     assert all(torch.equal(outs[0], o) for o in outs)  # uninitialised memory gave a new answer each run
 
 
 @pytest.mark.parametrize("fn", [mh.scaled_dot_product_attention, mh.grouped_query_attention])
-def test_causal_bias_with_is_causal_is_refused(fn):
-    q, k, v = _qkv(4, 4, lead=(1, 2))
+def test_causal_bias_with_is_causal_is_refused(fn, qkv):
+    q, k, v = qkv(4, 4, lead=(1, 2))
     with pytest.raises(ValueError, match="is_causal"):
         fn(q, k, v, attn_mask=causal_upper_left(4, 4), is_causal=True)
 
 
-def test_causal_bias_of_the_wrong_size_names_the_sizes():
-    q, k, v = _qkv(4, 5)
+def test_causal_bias_of_the_wrong_size_names_the_sizes(qkv):
+    q, k, v = qkv(4, 5)
     with pytest.raises(ValueError, match=r"causal_upper_left\(4, 5\)"):
         mh.scaled_dot_product_attention(q, k, v, attn_mask=causal_upper_left(5, 4))
 
@@ -143,8 +138,8 @@ def test_all_256_input_is_finite_as_in_pytorch(dtype):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_large_half_inputs_match_pytorch(seed):
-    q, k, v = _qkv(16, 16, seed=seed, d=64)
+def test_large_half_inputs_match_pytorch(seed, qkv):
+    q, k, v = qkv(16, 16, seed=seed, d_k=64)
     q, k, v = (100 * q).half(), (100 * k).half(), v.half()  # |x| ~ 100, d_k = 64: q·k ~ 10^5 > 65504
     out, _ = mh.scaled_dot_product_attention(q, k, v)
     assert bool(torch.isfinite(out).all())
@@ -165,8 +160,8 @@ def test_module_weights_path_agrees_with_fast_path_in_half():
     torch.testing.assert_close(slow, fast, atol=2e-2, rtol=2e-2)
 
 
-def test_float32_results_are_unchanged_by_the_half_precision_path():
-    q, k, v = _qkv(5, 7, seed=8)
+def test_float32_results_are_unchanged_by_the_half_precision_path(qkv):
+    q, k, v = qkv(5, 7, seed=8)
     out, weights = mh.scaled_dot_product_attention(q, k, v)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(8))
     assert torch.equal(weights, torch.softmax(scores, dim=-1))  # bit for bit the notebook 02 steps

@@ -9,14 +9,6 @@ import torch.nn.functional as F
 import mha_helpers as mh
 
 
-def _qkv(batch, num_heads, num_kv_heads, L, S, head_dim=8, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(batch, num_heads, L, head_dim, generator=g, dtype=dtype)
-    k = torch.randn(batch, num_kv_heads, S, head_dim, generator=g, dtype=dtype)
-    v = torch.randn(batch, num_kv_heads, S, head_dim, generator=g, dtype=dtype)
-    return q, k, v
-
-
 def _repeated_kv(q, k, v, **kwargs):
     """The explicit version: copy each K/V head to the query heads of its group, then ordinary attention."""
     group = q.shape[1] // k.shape[1]
@@ -28,8 +20,8 @@ def _repeated_kv(q, k, v, **kwargs):
 @pytest.mark.parametrize(("num_heads", "num_kv_heads"), [(8, 8), (8, 2), (8, 1), (6, 3), (1, 1)])
 @pytest.mark.parametrize("is_causal", [False, True])
 @pytest.mark.parametrize(("L", "S"), [(7, 7), (5, 9), (9, 4)])
-def test_gqa_equals_repeated_kv_and_torch(num_heads, num_kv_heads, is_causal, L, S):
-    q, k, v = _qkv(2, num_heads, num_kv_heads, L, S)
+def test_gqa_equals_repeated_kv_and_torch(num_heads, num_kv_heads, is_causal, L, S, qkv):
+    q, k, v = qkv(L, S, lead=(2, num_heads), kv_lead=(2, num_kv_heads), dtype=torch.float64)
     got = mh.grouped_query_attention(q, k, v, is_causal=is_causal)
     assert got.shape == q.shape
     torch.testing.assert_close(got, _repeated_kv(q, k, v, is_causal=is_causal), atol=1e-12, rtol=0)
@@ -37,8 +29,8 @@ def test_gqa_equals_repeated_kv_and_torch(num_heads, num_kv_heads, is_causal, L,
     torch.testing.assert_close(got, theirs, atol=1e-12, rtol=0)
 
 
-def test_gqa_mask_scale_and_gradients():
-    q, k, v = _qkv(1, 4, 2, 6, 6, dtype=torch.float32)
+def test_gqa_mask_scale_and_gradients(qkv):
+    q, k, v = qkv(6, 6, lead=(1, 4), kv_lead=(1, 2), dtype=torch.float32)
     mask = torch.rand(6, 6, generator=torch.Generator().manual_seed(3)) > 0.3
     mask[:, 0] = True  # every query keeps one key
     for t in (q, k, v):
@@ -52,16 +44,16 @@ def test_gqa_mask_scale_and_gradients():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_gqa_bad_head_counts():
-    q, k, v = _qkv(1, 8, 3, 4, 4)
+def test_gqa_bad_head_counts(qkv):
+    q, k, v = qkv(4, 4, lead=(1, 8), kv_lead=(1, 3), dtype=torch.float64)
     with pytest.raises(ValueError, match=r"num_heads=8 is not divisible by num_kv_heads=3.*1, 2, 4, 8"):
         mh.grouped_query_attention(q, k, v)
     with pytest.raises(ValueError, match="valid kv-head counts: 1, 2, 3, 6"):
         mh.GroupedQuerySelfAttention(d_model=24, num_heads=6, num_kv_heads=4)
 
 
-def test_gqa_bad_shapes():
-    q, k, v = _qkv(2, 4, 2, 4, 5)
+def test_gqa_bad_shapes(qkv):
+    q, k, v = qkv(4, 5, lead=(2, 4), kv_lead=(2, 2), dtype=torch.float64)
     with pytest.raises(ValueError, match="4-D"):
         mh.grouped_query_attention(q[0], k, v)
     with pytest.raises(ValueError, match="same shape"):

@@ -13,23 +13,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import mha_helpers as mh
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 E, H, L, S, B = 8, 2, 4, 5, 3
-
-
-def _randomised_pair(dropout: float = 0.0, seed: int = 0) -> tuple[mh.MultiHeadAttention, nn.MultiheadAttention]:
-    """PyTorch's module with random weights and non-zero biases, and our copy of it (batch-first)."""
-    gen = torch.Generator().manual_seed(seed)
-    theirs = nn.MultiheadAttention(E, H, dropout=dropout, batch_first=True)
-    with torch.no_grad():
-        for p in theirs.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return mh.MultiHeadAttention.from_torch(theirs), theirs
 
 
 # ---- fully masked rows ----------------------------------------------------------------------------------
@@ -76,11 +65,11 @@ def _rows(pairs) -> torch.Tensor:
 
 @pytest.mark.parametrize("need_weights", [True, False])
 @pytest.mark.parametrize("case", DEAD_CASES)
-def test_fully_masked_rows_give_no_nan_and_zero_attention(case, need_weights):
+def test_fully_masked_rows_give_no_nan_and_zero_attention(case, need_weights, mha_pair):
     masks, dead_rows, partly_dead_rows = DEAD_CASES[case]
     dead, partly_dead = _rows(dead_rows), _rows(partly_dead_rows)
     live = ~dead & ~partly_dead
-    ours, theirs = _randomised_pair()
+    ours, theirs = mha_pair(E, H)
     gen = torch.Generator().manual_seed(1)
     query = torch.randn(B, L, E, generator=gen, requires_grad=True)
     key = torch.randn(B, S, E, generator=gen, requires_grad=True)
@@ -112,9 +101,9 @@ def test_fully_masked_rows_give_no_nan_and_zero_attention(case, need_weights):
     torch.testing.assert_close(out[live], expected[live], rtol=0, atol=1e-5)
 
 
-def test_a_row_dead_in_one_head_only_keeps_the_other_head():
+def test_a_row_dead_in_one_head_only_keeps_the_other_head(mha_pair):
     masks, _, _ = DEAD_CASES["attn_mask_3d_row"]
-    ours, theirs = _randomised_pair()
+    ours, theirs = mha_pair(E, H)
     x = torch.randn(B, L, E)
     _, weights = ours(x, x[:, :1].expand(B, S, E).contiguous(), **masks, average_attn_weights=False)
     assert torch.all(weights[2, 1, 0] == 0)  # batch 2, head 1, query 0: every key blocked
@@ -122,12 +111,12 @@ def test_a_row_dead_in_one_head_only_keeps_the_other_head():
 
 
 @pytest.mark.parametrize("case", ["kpm_whole_sentence", "attn_mask_row_all_true", "attn_mask_float_-inf_row"])
-def test_pytorch_gives_nan_on_those_rows(case):
+def test_pytorch_gives_nan_on_those_rows(case, mha_pair):
     """For contrast: nn.MultiheadAttention's weights path (and its eval fast path) returns NaN on such rows."""
     masks, dead_rows, _ = DEAD_CASES[case]
     dead = _rows(dead_rows)
     live = ~dead
-    _, theirs = _randomised_pair()
+    _, theirs = mha_pair(E, H)
     x = torch.randn(B, S, E).requires_grad_()
     out, weights = theirs(x[:, :L], x, x, **masks)
     assert out[dead].isnan().all() and weights[dead].isnan().all()
@@ -144,9 +133,9 @@ def test_pytorch_gives_nan_on_those_rows(case):
 # ---- dropout --------------------------------------------------------------------------------------------
 
 
-def test_dropout_zeroes_weights_and_rescales_the_survivors():
+def test_dropout_zeroes_weights_and_rescales_the_survivors(mha_pair):
     p = 0.5
-    ours, _ = _randomised_pair(dropout=p)
+    ours, _ = mha_pair(E, H, dropout=p)
     x = torch.randn(B, L, E)
     ours.eval()
     _, clean = ours(x, average_attn_weights=False)  # weights (batch, heads, L, L)
@@ -163,9 +152,9 @@ def test_dropout_zeroes_weights_and_rescales_the_survivors():
 
 
 @pytest.mark.parametrize("need_weights", [True, False])
-def test_dropout_in_training_equals_pytorch_under_the_same_seed(need_weights):
+def test_dropout_in_training_equals_pytorch_under_the_same_seed(need_weights, mha_pair):
     """Both modules draw the dropout mask from torch's generator in the same order, so equal seeds give equal masks."""
-    ours, theirs = _randomised_pair(dropout=0.3)
+    ours, theirs = mha_pair(E, H, dropout=0.3)
     x = torch.randn(B, L, E)
     torch.manual_seed(7)
     expected, w_expected = theirs(x, x, x, need_weights=need_weights, average_attn_weights=False)
@@ -178,8 +167,8 @@ def test_dropout_in_training_equals_pytorch_under_the_same_seed(need_weights):
 
 
 @pytest.mark.parametrize("need_weights", [True, False])
-def test_dropout_does_nothing_in_eval_mode(need_weights):
-    ours, theirs = _randomised_pair(dropout=0.5)
+def test_dropout_does_nothing_in_eval_mode(need_weights, mha_pair):
+    ours, theirs = mha_pair(E, H, dropout=0.5)
     ours.eval()
     theirs.eval()
     x = torch.randn(B, L, E)

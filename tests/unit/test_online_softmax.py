@@ -15,15 +15,6 @@ import torch.nn.functional as F
 import mha_helpers as mh
 
 
-def _qkv(lead, L, S, d_k=8, d_v=None, dtype=torch.float64, seed=0, requires_grad=True):
-    g = torch.Generator().manual_seed(seed)
-    d_v = d_k if d_v is None else d_v
-    q = torch.randn(*lead, L, d_k, generator=g, dtype=dtype)
-    k = torch.randn(*lead, S, d_k, generator=g, dtype=dtype)
-    v = torch.randn(*lead, S, d_v, generator=g, dtype=dtype)
-    return tuple(t.requires_grad_(requires_grad) for t in (q, k, v))
-
-
 def _outputs_and_grads(fn, q, k, v, seed=1):
     out = fn(q, k, v)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
@@ -54,8 +45,8 @@ CASES = [
 
 @pytest.mark.parametrize("is_causal", [False, True])
 @pytest.mark.parametrize(("lead", "L", "S", "block", "qblock"), CASES)
-def test_online_equals_naive_float64(lead, L, S, block, qblock, is_causal):
-    q, k, v = _qkv(lead, L, S, d_k=6, d_v=5)
+def test_online_equals_naive_float64(lead, L, S, block, qblock, is_causal, qkv):
+    q, k, v = qkv(L, S, lead=lead, d_k=6, d_v=5, dtype=torch.float64, requires_grad=True)
 
     def online(q, k, v):
         return mh.online_softmax_attention(q, k, v, block_size=block, is_causal=is_causal, query_block_size=qblock)
@@ -67,8 +58,8 @@ def test_online_equals_naive_float64(lead, L, S, block, qblock, is_causal):
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
-def test_online_equals_naive_and_torch_float32(is_causal):
-    q, k, v = _qkv((2, 4), 300, 300, d_k=64, dtype=torch.float32)
+def test_online_equals_naive_and_torch_float32(is_causal, qkv):
+    q, k, v = qkv(300, 300, lead=(2, 4), d_k=64, dtype=torch.float32, requires_grad=True)
 
     def online(q, k, v):
         return mh.online_softmax_attention(q, k, v, block_size=64, is_causal=is_causal, query_block_size=96)
@@ -83,9 +74,9 @@ def test_online_equals_naive_and_torch_float32(is_causal):
     _assert_same(online, torch_sdpa, q, k, v, atol=1e-5)
 
 
-def test_default_blocks_large_scores_and_custom_scale():
+def test_default_blocks_large_scores_and_custom_scale(qkv):
     # Scores in the hundreds: exp() would overflow without the running max.
-    q, k, v = _qkv((1,), 700, 700, d_k=16)
+    q, k, v = qkv(700, 700, lead=(1,), d_k=16, dtype=torch.float64, requires_grad=True)
     q = (q.detach() * 30).requires_grad_()
 
     def online(q, k, v):
@@ -98,16 +89,16 @@ def test_default_blocks_large_scores_and_custom_scale():
     assert torch.isfinite(online(q, k, v)).all()
 
 
-def test_gradcheck_causal_small_blocks():
-    q, k, v = _qkv((1, 2), 9, 7, d_k=4, d_v=3)
+def test_gradcheck_causal_small_blocks(qkv):
+    q, k, v = qkv(9, 7, lead=(1, 2), d_k=4, d_v=3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda q, k, v: mh.online_softmax_attention(q, k, v, block_size=3, is_causal=True, query_block_size=4),
         (q, k, v),
     )
 
 
-def test_only_some_inputs_need_grad():
-    q, k, v = _qkv((2,), 20, 20, requires_grad=False)
+def test_only_some_inputs_need_grad(qkv):
+    q, k, v = qkv(20, 20, lead=(2,), requires_grad=False, dtype=torch.float64)
     v.requires_grad_()
     out = mh.online_softmax_attention(q, k, v, block_size=6, query_block_size=7)
     (grad_v,) = torch.autograd.grad(out.sum(), v)
@@ -116,8 +107,8 @@ def test_only_some_inputs_need_grad():
     torch.testing.assert_close(grad_v, grad_ref, atol=1e-12, rtol=0)
 
 
-def test_no_grad_and_half_precision():
-    q, k, v = _qkv((2,), 33, 33, dtype=torch.float32, requires_grad=False)
+def test_no_grad_and_half_precision(qkv):
+    q, k, v = qkv(33, 33, lead=(2,), dtype=torch.float32, requires_grad=False)
     with torch.no_grad():
         out = mh.online_softmax_attention(q, k, v, block_size=10)
     assert not out.requires_grad
@@ -126,10 +117,10 @@ def test_no_grad_and_half_precision():
     torch.testing.assert_close(half.float(), out, atol=3e-2, rtol=0)
 
 
-def test_saves_no_square_matrix():
+def test_saves_no_square_matrix(qkv):
     """The autograd graph keeps only tensors of size O(L·d): nothing with L x S entries."""
     L = 256
-    q, k, v = _qkv((1,), L, L, d_k=4, dtype=torch.float32)
+    q, k, v = qkv(L, L, lead=(1,), d_k=4, dtype=torch.float32, requires_grad=True)
     saved = []
 
     def pack(t):
@@ -143,9 +134,9 @@ def test_saves_no_square_matrix():
     assert sum(saved) < L * L / 10
 
 
-def test_causal_blocks_above_the_diagonal_are_skipped(monkeypatch):
+def test_causal_blocks_above_the_diagonal_are_skipped(monkeypatch, qkv):
     """With is_causal, a key block entirely after a query block is never multiplied: count the bmm calls."""
-    q, k, v = _qkv((1,), 64, 64, d_k=8, dtype=torch.float32, requires_grad=False)
+    q, k, v = qkv(64, 64, lead=(1,), d_k=8, dtype=torch.float32, requires_grad=False)
     calls = {}
     real_bmm = torch.bmm
     for causal in (False, True):
@@ -176,14 +167,14 @@ def test_causal_blocks_above_the_diagonal_are_skipped(monkeypatch):
         ({"is_causal": 1}, TypeError, "is_causal"),
     ],
 )
-def test_bad_arguments(kwargs, error, words):
-    q, k, v = _qkv((1,), 5, 5, requires_grad=False)
+def test_bad_arguments(kwargs, error, words, qkv):
+    q, k, v = qkv(5, 5, lead=(1,), requires_grad=False, dtype=torch.float64)
     with pytest.raises(error, match=words):
         mh.online_softmax_attention(q, k, v, **kwargs)
 
 
-def test_bad_tensors():
-    q, k, v = _qkv((2,), 5, 6, requires_grad=False)
+def test_bad_tensors(qkv):
+    q, k, v = qkv(5, 6, lead=(2,), requires_grad=False, dtype=torch.float64)
     with pytest.raises(TypeError, match="floating-point"):
         mh.online_softmax_attention(q.long(), k, v)
     with pytest.raises(ValueError, match="same last dim"):

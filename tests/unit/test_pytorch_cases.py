@@ -50,16 +50,6 @@ import mha_helpers as mh
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _randomised_pair(embed_dim, num_heads, seed, **kwargs):
-    """An nn.MultiheadAttention with random biases (PyTorch's zero biases would hide bias bugs) and our copy."""
-    g = torch.Generator().manual_seed(seed)
-    theirs = nn.MultiheadAttention(embed_dim, num_heads, **kwargs)
-    with torch.no_grad():
-        for p in theirs.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
-    return mh.MultiHeadAttention.from_torch(theirs), theirs
-
-
 def _live_rows(*tensors: torch.Tensor) -> torch.Tensor:
     """Positions where every given tensor is finite (PyTorch gives NaN for fully masked rows: difference 4)."""
     ok = torch.ones_like(tensors[0], dtype=torch.bool)
@@ -232,7 +222,7 @@ def test_nested_tensors_are_refused_with_the_way_out():
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("need_weights", [True, False])
-def test_multihead_self_attn_two_masks(seed, need_weights):
+def test_multihead_self_attn_two_masks(seed, need_weights, mha_pair):
     # test_multihead_self_attn_two_masks_fast_path: a boolean attn_mask AND a key_padding_mask; rows that both
     # masks together block completely are excluded from the comparison, as in PyTorch's test.
     embed_dim, num_heads, batch, src_len = 14, 7, 8, 5
@@ -240,7 +230,7 @@ def test_multihead_self_attn_two_masks(seed, need_weights):
     x = torch.rand(batch, src_len, embed_dim, generator=g)
     attn_mask = torch.randint(0, 2, (src_len, src_len), generator=g).bool()
     key_padding_mask = torch.randint(0, 2, (batch, src_len), generator=g).bool()
-    ours, theirs = _randomised_pair(embed_dim, num_heads, seed, batch_first=True)
+    ours, theirs = mha_pair(embed_dim, num_heads, seed=seed)
     with torch.no_grad():
         out, _ = ours(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=need_weights)
         ref, _ = theirs(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)
@@ -298,7 +288,7 @@ def test_multihead_attn_in_proj_weight_none():
 @pytest.mark.parametrize("key_padding_mask_dim", [2, None])
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
 @pytest.mark.parametrize("seed", range(3))
-def test_multiheadattention_fastpath_attn_mask(attn_mask_dim, key_padding_mask_dim, mask_dtype, seed):
+def test_multiheadattention_fastpath_attn_mask(attn_mask_dim, key_padding_mask_dim, mask_dtype, seed, mha_pair):
     # Train and eval give the same output; and both equal nn.MultiheadAttention where its rows are finite.
     B, L, D, H = 2, 4, 8, 4
     g = torch.Generator().manual_seed(seed)
@@ -311,7 +301,7 @@ def test_multiheadattention_fastpath_attn_mask(attn_mask_dim, key_padding_mask_d
     attn_mask = {2: lambda: random_mask((L, L)), 3: lambda: random_mask((B * H, L, L)), None: lambda: None}[
         attn_mask_dim]()
     key_padding_mask = random_mask((B, L)) if key_padding_mask_dim == 2 else None
-    ours, theirs = _randomised_pair(D, H, seed, batch_first=True)
+    ours, theirs = mha_pair(D, H, seed=seed)
     X = torch.randn(B, L, D, generator=g)
     with torch.no_grad():
         out, _ = ours.train()(X, X, X, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)
@@ -546,10 +536,10 @@ def test_is_causal_and_causal_bias_fails():
 
 @pytest.mark.parametrize("variant", ["upper_left", "lower_right"])
 @pytest.mark.parametrize("need_weights", [True, False])
-def test_causal_variants_through_the_module(variant, need_weights):
+def test_causal_variants_through_the_module(variant, need_weights, mha_pair):
     # Difference 6: the module reads a CausalBias by its meaning; nn.MultiheadAttention gets the same pattern as
     # its own boolean mask (True = blocked).
-    ours, theirs = _randomised_pair(8, 2, 0, batch_first=True)
+    ours, theirs = mha_pair(8, 2, seed=0)
     g = torch.Generator().manual_seed(1)
     x, mem = torch.randn(2, 5, 8, generator=g), torch.randn(2, 7, 8, generator=g)
     _, _, _, bias = _bias_case(variant, (1, 1, 5, 7, 8))

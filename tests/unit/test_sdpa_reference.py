@@ -22,12 +22,8 @@ ATOL = 1e-5
 BATCH, HEADS, D_K, D_V = 2, 3, 4, 5
 
 
-def _qkv(rank: int, L: int, S: int, gen: torch.Generator, dtype=torch.float32):
-    lead = (BATCH, HEADS) if rank == 4 else (BATCH,)
-    q = torch.randn(*lead, L, D_K, generator=gen, dtype=dtype)
-    k = torch.randn(*lead, S, D_K, generator=gen, dtype=dtype)
-    v = torch.randn(*lead, S, D_V, generator=gen, dtype=dtype)
-    return q, k, v
+def _lead(rank: int) -> tuple[int, ...]:
+    return (BATCH, HEADS) if rank == 4 else (BATCH,)
 
 
 def _mask(kind: str, rank: int, L: int, S: int, gen: torch.Generator):
@@ -72,9 +68,9 @@ MASK_KINDS = ["none", "bool_LS", "float_LS", "bool_keys_only", "bool_per_batch",
 @pytest.mark.parametrize(("L", "S"), [(4, 4), (3, 6)])
 @pytest.mark.parametrize("rank", [3, 4])
 @pytest.mark.parametrize("mask", MASK_KINDS)
-def test_equals_torch_sdpa_with_masks(mask, rank, L, S):
+def test_equals_torch_sdpa_with_masks(mask, rank, L, S, qkv):
     gen = torch.Generator().manual_seed(0)
-    q, k, v = _qkv(rank, L, S, gen)
+    q, k, v = qkv(L, S, lead=_lead(rank), d_k=D_K, d_v=D_V, generator=gen)
     attn_mask = _mask(mask, rank, L, S, gen)
     weights = _compare(
         lambda q, k, v: mh.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask),
@@ -92,43 +88,43 @@ def test_equals_torch_sdpa_with_masks(mask, rank, L, S):
 
 @pytest.mark.parametrize(("L", "S"), [(4, 4), (3, 6), (6, 3)], ids=["L=S", "L<S", "L>S"])
 @pytest.mark.parametrize("rank", [3, 4])
-def test_is_causal_equals_torch_top_left_aligned(rank, L, S):
+def test_is_causal_equals_torch_top_left_aligned(rank, L, S, qkv):
     gen = torch.Generator().manual_seed(1)
     weights = _compare(
         lambda q, k, v: mh.scaled_dot_product_attention(q, k, v, is_causal=True),
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-        _qkv(rank, L, S, gen),
+        qkv(L, S, lead=_lead(rank), d_k=D_K, d_v=D_V, generator=gen),
     )
     allowed = torch.ones(L, S, dtype=torch.bool).tril()  # query i sees keys 0..i, whatever L and S are
     assert torch.all(weights.detach()[..., ~allowed] == 0)
     # is_causal=True is the same as passing causal_mask explicitly
-    q, k, v = _qkv(rank, L, S, gen)
+    q, k, v = qkv(L, S, lead=_lead(rank), d_k=D_K, d_v=D_V, generator=gen)
     a, _ = mh.scaled_dot_product_attention(q, k, v, is_causal=True)
     b, _ = mh.scaled_dot_product_attention(q, k, v, attn_mask=mh.causal_mask(L, S))
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("scale", [0.1, 1.0, 3])
-def test_custom_scale_equals_torch(scale):
+def test_custom_scale_equals_torch(scale, qkv):
     gen = torch.Generator().manual_seed(2)
     _compare(
         lambda q, k, v: mh.scaled_dot_product_attention(q, k, v, scale=scale),
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=scale),
-        _qkv(4, 4, 5, gen),
+        qkv(4, 5, lead=_lead(4), d_k=D_K, d_v=D_V, generator=gen),
     )
 
 
-def test_default_scale_is_one_over_sqrt_d_k():
+def test_default_scale_is_one_over_sqrt_d_k(qkv):
     gen = torch.Generator().manual_seed(3)
-    q, k, v = _qkv(4, 4, 5, gen)
+    q, k, v = qkv(4, 5, lead=_lead(4), d_k=D_K, d_v=D_V, generator=gen)
     a, _ = mh.scaled_dot_product_attention(q, k, v)
     b, _ = mh.scaled_dot_product_attention(q, k, v, scale=1 / D_K**0.5)
     assert torch.equal(a, b)
 
 
-def test_float64_is_tight():
+def test_float64_is_tight(qkv):
     gen = torch.Generator().manual_seed(4)
-    q, k, v = _qkv(4, 4, 5, gen, dtype=torch.float64)
+    q, k, v = qkv(4, 5, lead=_lead(4), d_k=D_K, d_v=D_V, generator=gen, dtype=torch.float64)
     mask = torch.randn(4, 5, generator=gen, dtype=torch.float64)
     _compare(
         lambda q, k, v: mh.scaled_dot_product_attention(q, k, v, attn_mask=mask),
@@ -139,11 +135,11 @@ def test_float64_is_tight():
 
 
 @pytest.mark.parametrize("kind", ["bool", "float"])
-def test_fully_masked_rows_give_zeros_like_torch(kind):
+def test_fully_masked_rows_give_zeros_like_torch(kind, qkv):
     # F.scaled_dot_product_attention in torch 2.13 (CPU) returns a zero output row, with finite gradients, for a query
     # whose keys are all masked (a plain softmax would give 0/0 = NaN). Ours returns zeros too, and zero weights.
     gen = torch.Generator().manual_seed(5)
-    q, k, v = _qkv(4, 4, 5, gen)
+    q, k, v = qkv(4, 5, lead=_lead(4), d_k=D_K, d_v=D_V, generator=gen)
     allowed = torch.ones(4, 5, dtype=torch.bool)
     allowed[1] = False  # query 1 may look at nothing
     mask = allowed if kind == "bool" else torch.zeros(4, 5).masked_fill(~allowed, float("-inf"))
@@ -159,9 +155,9 @@ def test_fully_masked_rows_give_zeros_like_torch(kind):
     assert naive[..., 1, :].isnan().all()  # what a plain softmax gives there
 
 
-def test_dropout_zeroes_and_rescales_weights():
+def test_dropout_zeroes_and_rescales_weights(qkv):
     gen = torch.Generator().manual_seed(6)
-    q, k, v = _qkv(4, 4, 5, gen)
+    q, k, v = qkv(4, 5, lead=_lead(4), d_k=D_K, d_v=D_V, generator=gen)
     _, clean = mh.scaled_dot_product_attention(q, k, v)
     torch.manual_seed(0)
     out, dropped = mh.scaled_dot_product_attention(q, k, v, dropout_p=0.25)
