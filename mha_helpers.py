@@ -48,13 +48,14 @@ notebook                   file               names the notebook uses
                            checkers/nb09.py   check_online_softmax, check_kv_cache_bytes
 10 attention at inference  maths/attention.py       causal_mask(..., align="bottom_right")
                            maths/inference.py       run_with_cache, query_positions_seen, plot_causal_alignment,
-                                              decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax,
-                                              MaskEditor, mask_editor, plot_mask_editor
+                                              decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax
+                           widgets/mask_editor.py   MaskEditor, mask_editor, plot_mask_editor
                            checkers/nb10.py   check_bottom_right_mask, check_cached_attention
-11 attention variants      maths/variants.py        rope, rope_frequencies, alibi_slopes, alibi_bias, sliding_window_mask,
-                                              sliding_window_attention, LatentCache, MultiHeadLatentAttention,
-                                              latent_cache_bytes_per_token, variant_costs, VariantCostMeter,
-                                              variant_cost_meter, plot_variant_cost_meter
+11 attention variants      maths/positions.py       rope, rope_frequencies, alibi_slopes, alibi_bias
+                           maths/sliding_window.py  sliding_window_mask, sliding_window_attention
+                           maths/latent.py          LatentCache, MultiHeadLatentAttention, latent_cache_bytes_per_token
+                           experiments/variant_costs.py   variant_costs
+                           widgets/cost_meter.py    VariantCostMeter, variant_cost_meter, plot_variant_cost_meter
                            checkers/nb11.py   check_rope, check_alibi_slopes, check_sliding_window_mask,
                                               check_latent_cache_bytes
 12 heads that compose      experiments/induction.py       PERIOD_RANGE, repeated_sequences, occurrence_masks, InductionModel,
@@ -63,8 +64,9 @@ notebook                   file               names the notebook uses
                                               occurrence_losses, InductionHistory, train_induction_model,
                                               circuit_heads, induction_ablation, plot_occurrence_losses,
                                               plot_head_scores, plot_circuit_maps, plot_snapshot_strip,
-                                              TrainingReplay, stored_one_layer_run (its numbers are stored in
+                                              stored_one_layer_run (its numbers are stored in
                                               experiments/induction_reference.py); heads_switched_off from experiments/lookup.py
+                           widgets/training_replay.py   TrainingReplay
                            checkers/nb12.py   check_previous_token_score, check_induction_score,
                                               check_head_to_switch_off
 13 bug hunt                lessons/audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in lessons/audit_probes.py)
@@ -96,9 +98,7 @@ from _mha_helpers.checkers.nb07 import check_causal_padding_mask, check_pre_norm
 from _mha_helpers.checkers.nb08 import check_lookup_targets, check_previous_share, check_switch_off_head
 from _mha_helpers.checkers.nb09 import check_kv_cache_bytes, check_online_softmax
 from _mha_helpers.checkers.nb10 import check_bottom_right_mask, check_cached_attention
-from _mha_helpers.checkers.nb11 import (
-    check_alibi_slopes, check_latent_cache_bytes, check_rope, check_sliding_window_mask,
-)
+from _mha_helpers.checkers.nb11 import check_alibi_slopes, check_latent_cache_bytes, check_rope, check_sliding_window_mask
 from _mha_helpers.checkers.nb12 import check_head_to_switch_off, check_induction_score, check_previous_token_score
 from _mha_helpers.checkers.nb13 import check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
@@ -117,15 +117,15 @@ from _mha_helpers.widgets.head_explorer import (
 )
 from _mha_helpers.widgets.head_maps import attention_entropy, previous_token_share
 from _mha_helpers.experiments.induction import (
-    PERIOD_RANGE, InductionHistory, InductionModel, TrainingReplay, circuit_heads, induction_ablation,
-    induction_example, induction_letters, induction_maps, induction_scores, induction_test_set, occurrence_losses,
-    occurrence_masks, plot_circuit_maps, plot_head_scores, plot_occurrence_losses, plot_snapshot_strip,
-    previous_token_scores, repeated_sequences, stored_one_layer_run, train_induction_model,
+    PERIOD_RANGE, InductionHistory, InductionModel, circuit_heads, induction_ablation, induction_example,
+    induction_letters, induction_maps, induction_scores, induction_test_set, occurrence_losses, occurrence_masks,
+    plot_circuit_maps, plot_head_scores, plot_occurrence_losses, plot_snapshot_strip, previous_token_scores,
+    repeated_sequences, stored_one_layer_run, train_induction_model,
 )
-from _mha_helpers.maths.inference import (
-    MaskEditor, decode_cost, fully_masked_rows, mask_editor, mask_forms, naive_masked_softmax,
-    plot_causal_alignment, plot_mask_editor, query_positions_seen, run_with_cache,
-)
+from _mha_helpers.widgets.training_replay import TrainingReplay
+from _mha_helpers.maths.inference import decode_cost, fully_masked_rows, mask_forms, naive_masked_softmax
+from _mha_helpers.maths.inference import plot_causal_alignment, query_positions_seen, run_with_cache
+from _mha_helpers.widgets.mask_editor import MaskEditor, mask_editor, plot_mask_editor
 from _mha_helpers.experiments.lookup import (
     IGNORE_INDEX, LOOKUP_PATTERNS, TinyLookupModel, ablation_table, attention_shares, head_count_sweep,
     heads_switched_off, lookup_accuracy, lookup_attention, lookup_letters, lookup_test_set, make_two_lookup_batch,
@@ -134,11 +134,11 @@ from _mha_helpers.experiments.lookup import (
 )
 from _mha_helpers.maths.mha import MultiHeadAttention
 from _mha_helpers.maths.transformer import TransformerBlock, toy_batch
-from _mha_helpers.maths.variants import (
-    LatentCache, MultiHeadLatentAttention, VariantCostMeter, alibi_bias, alibi_slopes, latent_cache_bytes_per_token,
-    plot_variant_cost_meter, rope, rope_frequencies, sliding_window_attention, sliding_window_mask,
-    variant_cost_meter, variant_costs,
-)
+from _mha_helpers.maths.positions import alibi_bias, alibi_slopes, rope, rope_frequencies
+from _mha_helpers.maths.sliding_window import sliding_window_attention, sliding_window_mask
+from _mha_helpers.maths.latent import LatentCache, MultiHeadLatentAttention, latent_cache_bytes_per_token
+from _mha_helpers.experiments.variant_costs import variant_costs
+from _mha_helpers.widgets.cost_meter import VariantCostMeter, plot_variant_cost_meter, variant_cost_meter
 from _mha_helpers.maths.vision import (
     PatchEmbedding, patchify, plot_patch_attention, plot_patch_tokens, positions_2d, toy_image,
 )

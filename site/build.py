@@ -7,11 +7,12 @@ two guides. Figures, diagrams (``images/``), math (MathJax 3 from npm, served by
 solutions appear as in JupyterLab. No page asks another origin for anything, so the folder works from any static
 host, a USB stick or straight from disk (file://).
 
-Widgets: each head-count slider (``mh.head_explorer`` in 04 and 06, the split slider of 00) is made kernel-free
-by ``_mha_helpers/static_widgets.py``, which drives the live widget through every state at build time; the page's
-``assets/static_widgets.js`` swaps the saved states. Other widgets (finished progress bars) are drawn from their
-saved state (``site/saved_widgets.py``). Exported states are cached in ``build/site-cache/`` (keyed by the cell, its
-stored output and the helper code), so a second build takes seconds.
+Widgets: each head-count slider (``mh.head_explorer`` in 04 and 06), 10's mask editor and the split slider of 00 are
+made kernel-free by ``site/widget_export.py``, which drives the live widget through every state it describes
+(its ``states()``) at build time; the page's ``assets/static_widgets.js`` swaps the saved states. Other widgets
+(finished progress bars) are drawn from their saved state (``site/saved_widgets.py``). Exported states are cached in
+``build/site-cache/`` (keyed by the cell, its stored output, the helper code and the export code), so a second build
+takes seconds.
 
 Needs npm once, for MathJax: the build runs ``npm ci`` on ``site/package.json``/``package-lock.json`` into
 ``build/site-deps/`` (skipped when that is already installed). Options: ``--out DIR``, ``--no-cache``.
@@ -37,9 +38,9 @@ from saved_widgets import render_saved_widget, saved_states
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE_SRC = ROOT / "site"
-sys.path.insert(0, str(ROOT))  # the helper package, also when the editable install is missing
+sys.path.insert(0, str(ROOT))  # the map and its package, also when the editable install is missing
 
-from _mha_helpers.widgets.static_widgets import WIDGET_VIEW, export_static_widget  # noqa: E402
+from widget_export import WIDGET_VIEW, export_static_widget  # noqa: E402 - it imports mha_helpers, the map
 
 DEFAULT_OUT = ROOT / "build" / "site"
 DEPS = ROOT / "build" / "site-deps"
@@ -174,13 +175,13 @@ def _code_fingerprint() -> str:
     import torch
 
     digest = hashlib.sha256(f"{torch.__version__} {matplotlib.__version__} {PIL.__version__}".encode())
-    for path in sorted((ROOT / "_mha_helpers").rglob("*.py")):
+    for path in [*sorted((ROOT / "_mha_helpers").rglob("*.py")), SITE_SRC / "widget_export.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 def cached_export(source: str, output: dict, use_cache: bool):
-    """:func:`export_static_widget`, remembered in build/site-cache/ (the key covers the helper code)."""
+    """:func:`export_static_widget`, remembered in build/site-cache/ (the key covers the helper and export code)."""
     plain = output.get("data", {}).get("text/plain", "")
     key = hashlib.sha256(f"{_code_fingerprint()}\0{source}\0{''.join(plain)}".encode()).hexdigest()[:24]
     path = CACHE / f"{key}.pickle"

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..maths.variants import alibi_slopes, rope, sliding_window_mask
+from ..maths.positions import alibi_slopes, rope
+from ..maths.sliding_window import sliding_window_mask
 from .core import _call_student, _matches, _shape_hint, exercise_checker
 
 

@@ -1,6 +1,6 @@
 """Notebook 12: heads that compose. A task only two layers can solve (continue a repeated random segment), a tiny
 attention-only model, its training with snapshots, the per-head scores (previous token, induction), ablations and
-the figures and the replay widget of the notebook.
+the figures of the notebook (its replay widget is ``widgets/training_replay.py``).
 
 The circuit is the one of Elhage et al. (2021), "A Mathematical Framework for Transformer Circuits", and Olsson et
 al. (2022), "In-context Learning and Induction Heads": a layer-0 head copies "my previous token" into each
@@ -467,24 +467,6 @@ def plot_circuit_maps(model: InductionModel, tokens: torch.Tensor | None = None)
     return fig
 
 
-def _snapshot_figure(history: InductionHistory, index: int, fig=None):
-    """Every head's map at snapshot ``index`` in one figure (layers as rows); reuses ``fig`` if given."""
-    import matplotlib.pyplot as plt
-
-    n_layers, n_heads = history.maps.shape[1:3]
-    if fig is None:
-        fig, _ = plt.subplots(n_layers, n_heads, figsize=(2.3 * n_heads, 2.5 * n_layers + 0.4), squeeze=False)
-    labels = induction_letters(history.example)
-    for k, ax in enumerate(fig.axes):
-        ax.clear()
-        layer, head = divmod(k, n_heads)
-        _draw_map(ax, history.maps[index, layer, head], labels, f"L{layer}.H{head}", ticks=False)
-    fig.suptitle(f"step {history.steps[index]}: loss on repeated tokens {history.repeated_loss[index]:.2f}",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def plot_snapshot_strip(history: InductionHistory, steps: Sequence[int] | None = None, heads: dict | None = None):
     """The static replay: the previous-token head (top) and the induction head (bottom) at a few training steps
     (default five, evenly spaced), on :func:`induction_example`. ``heads`` is :func:`circuit_heads`' dict (default:
@@ -511,60 +493,6 @@ def plot_snapshot_strip(history: InductionHistory, steps: Sequence[int] | None =
     fig.suptitle("Training replayed: previous-token head (top) and induction head (bottom)")
     fig.tight_layout()
     return fig
-
-
-class TrainingReplay:
-    """A slider over the snapshots of an :class:`InductionHistory`: every head's map on the example sequence at
-    that training step, with the step's losses and scores. Display it as a cell's last expression.
-
-    Attributes (ipywidgets): ``slider`` (a SelectionSlider over the snapshot steps), ``readout`` (HTML),
-    ``image`` (the figure as PNG), ``widget`` (the whole box).
-    """
-
-    def __init__(self, history: InductionHistory) -> None:
-        import ipywidgets as widgets
-        import matplotlib.pyplot as plt
-
-        if not isinstance(history, InductionHistory) or not history.steps:
-            raise TypeError("history must be the InductionHistory returned by train_induction_model")
-        self.history = history
-        self.slider = widgets.SelectionSlider(options=history.steps, value=history.steps[0], description="step",
-                                              continuous_update=True, layout=widgets.Layout(width="480px"))
-        self.slider.add_class("mha-replay-slider")
-        self.readout = widgets.HTML()
-        self.readout.add_class("mha-replay-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
-        self.image.add_class("mha-replay-figure")
-        self.widget = widgets.VBox([self.slider, self.readout, self.image])
-        self.widget.add_class("mha-training-replay")
-        self._fig = _snapshot_figure(history, 0)
-        plt.close(self._fig)  # drawn into the widget only, never shown as a figure of its own
-        self.redraw()
-        self.slider.observe(lambda change: self.redraw(), names="value")
-
-    def redraw(self) -> None:
-        import io
-
-        h = self.history
-        k = h.steps.index(self.slider.value)
-        _snapshot_figure(h, k, self._fig)
-        buffer = io.BytesIO()
-        self._fig.savefig(buffer, format="png", dpi=80)
-        self.image.value = buffer.getvalue()
-        prev, ind = h.previous_token[k, 0], h.induction[k, -1]
-        self.readout.value = (
-            f"step {h.steps[k]}: loss on first occurrences {h.first_loss[k]:.2f}, on repeated tokens "
-            f"{h.repeated_loss[k]:.2f} &nbsp;|&nbsp; best previous-token score in layer 0: {float(prev.max()):.2f} "
-            f"(head {int(prev.argmax())}), best induction score in layer {h.maps.shape[1] - 1}: "
-            f"{float(ind.max()):.2f} (head {int(ind.argmax())})")
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = repr(self)
-        return bundle
-
-    def __repr__(self) -> str:
-        return f"TrainingReplay({len(self.history.steps)} snapshots, steps 0..{self.history.steps[-1]})"
 
 
 def stored_one_layer_run() -> tuple[InductionHistory, dict[str, float]]:

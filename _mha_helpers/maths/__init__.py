@@ -1,4 +1,5 @@
 """The attention maths, one topic a file, in series order: scaled dot-product attention, masks and the head split
 (``attention.py``), the reference module (``mha.py``, with PyTorch compatibility in ``torch_compat.py``), the
 Transformer block (``transformer.py``), efficient attention and the KV cache (``efficient.py``), attention at
-inference (``inference.py``), today's variants (``variants.py``) and attention over image patches (``vision.py``)."""
+inference (``inference.py``), today's variants (``positions.py``: RoPE and ALiBi; ``sliding_window.py``;
+``latent.py``: multi-head latent attention) and attention over image patches (``vision.py``)."""

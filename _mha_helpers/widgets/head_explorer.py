@@ -24,7 +24,9 @@ from ..validation import (
     check_positive_int,
     sized_by,
 )
+from .base import LiveWidget, html_output, image_output, vbox
 from .head_maps import _HeadFigure, attention_entropy, previous_token_share
+from .states import Control, States
 
 #: The longest sentence the explorer draws; longer ones are cut (the maps would be unreadable).
 EXPLORER_MAX_TOKENS = 12
@@ -164,7 +166,7 @@ def _weights_table_html(weights: torch.Tensor, tokens: Sequence[str], caption: s
             f"<table style='border-collapse:collapse;margin-top:4px'>{''.join(rows)}</table></div>")
 
 
-class HeadExplorer:
+class HeadExplorer(LiveWidget):
     """The interactive head explorer returned by :func:`head_explorer`; display it as a cell's last expression.
 
     Attributes (ipywidgets): ``head_slider`` (a SelectionSlider over the valid head counts), ``enlarge`` (which
@@ -200,22 +202,17 @@ class HeadExplorer:
                                        layout=widgets.Layout(width="110px"))
         self.sentence = widgets.Text(value=" ".join(tokens), description="sentence", continuous_update=False,
                                      layout=widgets.Layout(width="340px"))
-        self.readout = widgets.HTML()
-        self.readout.add_class("mha-head-readout")
+        self.readout = html_output("mha-head-readout")
         # flex-start: keep the figure's own size (a box would stretch it to its full width and blur it)
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto",
-                                                                       align_self="flex-start"))
-        self.image.add_class("mha-head-figure")
-        self.table = widgets.HTML()
-        self.table.add_class("mha-head-table")
+        self.image = image_output("mha-head-figure", align_self="flex-start")
+        self.table = html_output("mha-head-table")
         wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         if compact:
             children = [self.head_slider, self.readout, self.image]
         else:
             children = [widgets.HBox([self.head_slider, self.enlarge, self.causal, self.sentence], layout=wrap),
                         self.readout, widgets.HBox([self.image, self.table], layout=wrap)]
-        self.widget = widgets.VBox(children)
-        self.widget.add_class("mha-head-explorer")
+        self.widget = vbox(children, "mha-head-explorer")
 
         self.redraw()
         # Build the other head counts' figures now (about a second in all), so that the first move of the slider to
@@ -229,11 +226,6 @@ class HeadExplorer:
         self.sentence.observe(self._on_sentence, names="value")
 
     # ---- display --------------------------------------------------------------------------------------
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)  # the widget view, for JupyterLab
-        bundle["text/plain"] = repr(self)  # a short, stable text instead of the widgets' long repr
-        return bundle
 
     def __repr__(self) -> str:
         h = self.head_slider.value
@@ -268,12 +260,6 @@ class HeadExplorer:
         self._x = toy_embeddings(tokens, self.d_model, seed=self.seed)  # (1, seq, d_model)
         self._figures.clear()  # the words are part of each figure's background: build the figures again
         self._safe_redraw()
-
-    def _safe_redraw(self) -> None:
-        try:
-            self.redraw()
-        except Exception as exc:  # an observer's exception would vanish into a log: show it instead
-            self.readout.value = f"<b style='color:#b00'>could not redraw: {type(exc).__name__}: {exc}</b>"
 
     # ---- drawing --------------------------------------------------------------------------------------
 
@@ -321,6 +307,55 @@ class HeadExplorer:
                      f"{int(prev.argmax())} (prev {float(prev.max()):.2f})")
         text += f"<br><b style='color:#b35900'>⚠ {html.escape(self.note)}</b>" if self.note else ""  # a cut sentence
         return text
+
+    # ---- every state, for a copy without a kernel (states.py) -------------------------------------------
+
+    def states(self, max_states: int | None = None) -> States:
+        """Every state of this explorer, drawn by the explorer itself (see ``widgets/states.py``).
+
+        Each valid head count; unless compact, also each head to enlarge and the causal mask off and on. With more
+        than ``max_states`` combinations (d_model = 64: 127 heads to enlarge), head 0 only is enlarged. Shown: the
+        figure (PNG), the read-out and, unless compact, the enlarged head's weight table. The sentence stays as it
+        is (a copy cannot embed a new one).
+        """
+        start = (self.head_slider.value, self.enlarge.value, self.causal.value)
+        heads = list(self.head_slider.options)
+        controls = [Control("heads", "heads", "slider", heads, start[0])]
+        slots = [("readout", "html"), ("figure", "image")]
+        if self.compact:
+            rows = [["heads"], ["readout"], ["figure"]]
+            combinations = [{"heads": h} for h in heads]
+        else:
+            controls += [Control("enlarge", "enlarge head", "select", list(range(max(heads))), start[1]),
+                         Control("causal", "causal mask", "checkbox", [False, True], start[2])]
+            slots.append(("table", "html"))
+            rows = [["heads", "enlarge", "causal"], ["readout"], ["figure", "table"]]
+            combinations = [{"heads": h, "enlarge": e, "causal": c} for h in heads for c in (False, True)
+                            for e in range(h)]
+            if max_states is not None and len(combinations) > max_states:  # head 0 only: the rest still copied
+                combinations = [{"heads": h, "causal": c} for h in heads for c in (False, True)]
+                controls = [c for c in controls if c.name != "enlarge"]
+                rows[0] = [n for n in rows[0] if n != "enlarge"]
+
+        def view(values: dict) -> dict:
+            self.head_slider.value = values["heads"]
+            if not self.compact:
+                self.causal.value = values["causal"]
+                self.enlarge.value = values.get("enlarge", 0)
+            if "could not redraw" in self.readout.value:
+                raise RuntimeError(f"the explorer failed at {values}: {self.readout.value}")
+            shown = {"readout": self.readout.value, "figure": bytes(self.image.value)}
+            if not self.compact:
+                shown["table"] = self.table.value
+            return shown
+
+        def restore() -> None:
+            self.head_slider.value, self.enlarge.value, self.causal.value = start
+
+        note = ("" if self.compact else f"The sentence is fixed here (\u201c{' '.join(self.tokens)}\u201d): in "
+                "JupyterLab you can type your own.")
+        return States("head_explorer", controls, slots, rows, combinations, view, restore, note=note,
+                      css_class="mha-head-explorer")
 
 
 def head_explorer(

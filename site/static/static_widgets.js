@@ -1,4 +1,4 @@
-/* Kernel-free widgets: every state was computed when the site was built (_mha_helpers/static_widgets.py, driving
+/* Kernel-free widgets: every state was computed when the site was built (site/widget_export.py, driving
    the live widget), so moving a control only swaps saved outputs. No kernel, no request to another origin.
 
    Each <div class="mha-static-widget"> holds a <script type="application/json"> spec:

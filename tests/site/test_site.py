@@ -1,7 +1,8 @@
 """The static site (``site/build.py``) works in a real browser with no kernel and no other origin.
 
-First, without a browser: the widget export (``_mha_helpers/static_widgets.py``) drives the live head explorer
-through every state and keeps exactly its pixels, and rejects what it cannot copy.
+First, without a browser: the widget export (``site/widget_export.py``) drives the live head explorer and mask editor
+through every state they describe (their ``states()``) and keeps exactly their pixels, and rejects what it cannot
+copy.
 
 Then the site is built (the README's command, into a temporary folder) and served on 127.0.0.1, and headless
 Chromium (Debian's ``chromium`` via Playwright, as in tests/browser/test_browser.py) opens every page: no console error,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import io
 import json
 import os
@@ -33,7 +35,6 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pytest
 
 import mha_helpers as mh
-from _mha_helpers.widgets import static_widgets as sw
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIES = "[0-9][0-9]_*.ipynb"
@@ -48,12 +49,25 @@ RESPONSES: dict[str, list[float]] = {}
 # ---- the export, without a browser ----------------------------------------------------------------------------
 
 
+def _site_module(name: str):
+    """``site/<name>.py``, imported as the build imports it (site/ is not a package: ``site`` is Python's own)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "site" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+sw = _site_module("widget_export")
+
+
 def test_export_keeps_the_live_widgets_pixels_and_read_outs():
     """Each state is what the live widget itself shows for those controls: the same PNG pixels, the same read-out."""
     from PIL import Image, ImageChops
 
     explorer = mh.head_explorer(d_model=8, num_heads=2, compact=True)
-    widget = sw.head_explorer_states(explorer)
+    widget = sw.pack(explorer.states())
     assert [c.name for c in widget.controls] == ["heads"]
     assert list(widget.states) == ["heads=1", "heads=2", "heads=4", "heads=8"]
     assert widget.initial_key == "heads=2" and explorer.head_slider.value == 2  # left as it was found
@@ -68,7 +82,7 @@ def test_export_keeps_the_live_widgets_pixels_and_read_outs():
 
 def test_full_explorer_has_every_head_count_mask_and_enlarged_head():
     explorer = mh.head_explorer(d_model=4, num_heads=2)
-    widget = sw.head_explorer_states(explorer)
+    widget = sw.pack(explorer.states())
     assert [c.name for c in widget.controls] == ["heads", "enlarge", "causal"]
     # 1, 2 and 4 heads; each head enlarged once; mask off and on: (1 + 2 + 4) * 2 states
     assert len(widget.states) == 14
@@ -105,26 +119,61 @@ def test_a_self_contained_widget_cell_is_copied_with_its_labels():
     assert sw.export_static_widget(source.replace("d_model = 8\n", ""), output) is None
 
 
-def test_new_kinds_of_widget_plug_in_with_register_exporter():
-    def exporter(source, output):
-        if "cost meter" not in source:
-            return None
-        ctl = sw.Control("n", "tokens", "slider", [1, 2], 1)
-        widget = sw.StaticWidget("cost", [ctl], [("readout", "html")], [["n"], ["readout"]])
-        widget.states = {sw.state_key({"n": n}, [ctl]): {"readout": f"{n * n} scores"} for n in (1, 2)}
-        return widget
+def test_explorers_with_too_many_states_keep_every_head_count():
+    """d_model = 64 would have 2 x 127 heads to enlarge: the copy enlarges head 0 only, every head count stays."""
+    explorer = mh.head_explorer(d_model=64, num_heads=4)
+    assert len(explorer.states().combinations) > sw.MAX_STATES
+    states = explorer.states(max_states=sw.MAX_STATES)
+    assert [c.name for c in states.controls] == ["heads", "causal"] and states.rows[0] == ["heads", "causal"]
+    assert len(states.combinations) == 2 * len(mh.valid_head_counts(64)) <= sw.MAX_STATES
 
-    sw.register_exporter(exporter)
-    try:
-        widget = sw.export_static_widget("# cost meter", {"data": {}})
-        assert widget.states["n=2"]["readout"] == "4 scores"
-    finally:
-        sw._EXPORTERS.remove(exporter)
+
+def test_the_notebooks_mask_editor_is_recognised_from_its_stored_output():
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "10_attention_at_inference.ipynb", as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "mh.mask_editor(" in c.source
+             and any(sw.WIDGET_VIEW in o.get("data", {}) for o in c.outputs)]
+    assert len(cells) == 1
+    output = next(o for o in cells[0].outputs if "data" in o)
+    widget = sw.export_static_widget(cells[0].source, output)
+    assert widget is not None and widget.kind == "mask_editor" and widget.css_class == "mha-mask-editor"
+    assert widget.initial_key == 'mask="causal, bottom-right"'
+    assert 'mask="each query: itself and the key before"' in widget.states and len(widget.states) == 4
+
+
+class _Counter:
+    """A stand-in for a new kind of widget: all it needs is a repr a cell stores and a ``states()``."""
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"Counter(n={self.n})"
+
+    def states(self, max_states=None):
+        from _mha_helpers.widgets.states import Control, States
+
+        control = Control("n", "tokens", "slider", [1, 2], self.n)
+        return States("cost", [control], [("readout", "html")], [["n"], ["readout"]], [{"n": 1}, {"n": 2}],
+                      view=lambda values: {"readout": f"{values['n'] ** 2} scores"}, restore=lambda: None)
+
+
+def counter(n: int = 1) -> _Counter:
+    return _Counter(n)
+
+
+def test_new_kinds_of_widget_plug_in_with_states_and_one_line_of_the_registry(monkeypatch):
+    output = {"data": {"text/plain": "Counter(n=2)", sw.WIDGET_VIEW: {"model_id": "x"}}}
+    assert sw.export_static_widget("counter(n=2)", output) is None  # not in the registry: shown as saved
+    monkeypatch.setitem(sw.KERNEL_FREE, "Counter(", counter)
+    widget = sw.export_static_widget("counter(n=2)", output)
+    assert widget.states["n=2"]["readout"] == "4 scores" and widget.initial_key == "n=2"
 
 
 def test_bad_inputs_name_the_argument():
-    with pytest.raises(TypeError, match="explorer must be a HeadExplorer"):
-        sw.head_explorer_states("not an explorer")
+    with pytest.raises(TypeError, match="states must be what a widget's states"):
+        sw.pack("not a widget's states")
     with pytest.raises(TypeError, match="source must be"):
         sw.export_static_widget(None, {})
     with pytest.raises(TypeError, match="output must be"):

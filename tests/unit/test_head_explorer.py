@@ -207,6 +207,24 @@ def test_text_repr_is_short_and_stable(explorer):
     assert "application/vnd.jupyter.widget-view+json" in bundle
 
 
+def test_states_are_what_the_live_explorer_itself_shows(explorer):
+    """states() (for a copy without a kernel) sets the live widget's own controls and reads what it displays."""
+    explorer.head_slider.value, explorer.enlarge.value, explorer.causal.value = 4, 1, False
+    states = explorer.states()
+    assert [c.name for c in states.controls] == ["heads", "enlarge", "causal"]
+    assert states.start == {"heads": 4, "enlarge": 1, "causal": False}
+    assert len(states.combinations) == (1 + 2 + 4 + 8 + 16) * 2, "each head count x each head x mask off/on"
+    assert {"heads": 2, "enlarge": 3, "causal": False} not in states.combinations, "head 3 of 2 is unreachable"
+    shown = states.view({"heads": 8, "enlarge": 5, "causal": True})
+    assert (explorer.head_slider.value, explorer.enlarge.value, explorer.causal.value) == (8, 5, True)
+    assert shown == {"readout": explorer.readout.value, "figure": bytes(explorer.image.value),
+                     "table": explorer.table.value}
+    assert "head_dim = 2" in shown["readout"] and "head 5 of 8" in shown["table"]
+    states.restore()
+    assert (explorer.head_slider.value, explorer.enlarge.value, explorer.causal.value) == (4, 1, False)
+    assert "The sentence is fixed here" in states.note and states.css_class == "mha-head-explorer"
+
+
 def test_compact_variant_has_only_the_slider():
     compact = mh.head_explorer(d_model=8, num_heads=2, compact=True)
     assert repr(compact).startswith("HeadExplorer(compact, d_model=8")

@@ -286,37 +286,28 @@ def test_cached_attention_checker(capsys):
                 "shape": "shape"}[name] in out, out
 
 
-# ---- the kernel-free copy for the static site ---------------------------------------------------------------------
+# ---- the editor's states, for a copy without a kernel (site/widget_export.py packs them) --------------------------
 
 
-def test_mask_editor_exports_one_state_per_preset():
-    from _mha_helpers.maths.inference import MASK_PRESETS, mask_editor_states
+def test_mask_editor_describes_one_state_per_preset():
+    from _mha_helpers.widgets.mask_editor import MASK_PRESETS
 
     editor = mh.mask_editor(3, 6)
     before = editor.mask
-    widget = mask_editor_states(editor)
-    assert torch.equal(editor.mask, before), "exporting must leave the editor as it was"
-    assert widget.kind == "mask_editor" and len(widget.states) == len(MASK_PRESETS)
-    readouts = [s["readout"] for s in widget.states.values()]
+    states = editor.states()
+    assert states.kind == "mask_editor" and [c.name for c in states.controls] == ["mask"]
+    assert states.start == {"mask": "causal, bottom-right"}
+    try:
+        shown = {values["mask"]: states.view(values) for values in states.combinations}
+    finally:
+        states.restore()
+    assert torch.equal(editor.mask, before), "restore() must leave the editor as it was"
+    assert list(shown) == list(MASK_PRESETS)
+    readouts = [s["readout"] for s in shown.values()]
     assert len(set(readouts)) == len(readouts), "every preset shows its own read-out"
     assert any("fully masked rows: [0]" in r for r in readouts)
     assert any("causal, top_left" in r for r in readouts) and any("causal, bottom_right" in r for r in readouts)
-    assert len({s["forms"] for s in widget.states.values()}) == len(MASK_PRESETS)
-    band = widget.states['mask="each query: itself and the key before"']
+    assert len({s["forms"] for s in shown.values()}) == len(MASK_PRESETS)
+    band = shown["each query: itself and the key before"]
     assert "6 of 18 allowed (custom)" in band["readout"]
-
-
-def test_the_notebooks_mask_editor_is_recognised_from_its_stored_output():
-    import nbformat
-    from jupyterlab_driver import ROOT
-
-    from _mha_helpers.widgets.static_widgets import export_static_widget
-
-    nb = nbformat.read(ROOT / "notebooks" / "10_attention_at_inference.ipynb", as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "mh.mask_editor(" in c.source
-             and any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.outputs)]
-    assert len(cells) == 1
-    output = next(o for o in cells[0].outputs if "data" in o)
-    widget = export_static_widget(cells[0].source, output)
-    assert widget is not None and widget.kind == "mask_editor"
-    assert widget.initial_key == 'mask="causal, bottom-right"'
+    assert set(band) == {name for name, _ in states.slots}
