@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 _NOT_YET = "not yet — replace the `raise NotImplementedError` with your code, then run again."
 _REPORT = (
@@ -520,3 +521,15 @@ def _spying_on_softmax() -> Iterator[list[str]]:
 def _isclose_number(got: float, expected: float) -> bool:
     """Numbers (byte counts, FLOPs): equal, or within float rounding when either is a float."""
     return got == expected or math.isclose(got, expected, rel_tol=1e-9, abs_tol=0.0)
+
+
+# ---- seeded inputs ----------------------------------------------------------------------------------------------
+
+
+def _random_linear(d_in: int, d_out: int, g: torch.Generator) -> nn.Linear:
+    """An nn.Linear with seeded random weights and biases, leaving torch's global random state alone."""
+    lin = nn.utils.skip_init(nn.Linear, d_in, d_out)  # no initialisation, so the global RNG is not used
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(d_out, d_in, generator=g) / math.sqrt(d_in))
+        lin.bias.copy_(torch.randn(d_out, generator=g) * 0.1)
+    return lin

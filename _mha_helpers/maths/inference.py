@@ -1,8 +1,8 @@
 """Notebook 10, attention at inference: prefill and decode through a KV cache, causal alignment when the queries are
 the last L of S keys, what one generated token costs in bytes and FLOPs, and a mask editor widget.
 
-Builds on notebook 09's :class:`~_mha_helpers.maths.efficient.GroupedQuerySelfAttention` and
-:class:`~_mha_helpers.maths.efficient.KVCache`, which this file only uses.
+Builds on notebook 09's :class:`~_mha_helpers.maths.kv_cache.GroupedQuerySelfAttention` and
+:class:`~_mha_helpers.maths.kv_cache.KVCache`, which this file only uses.
 """
 
 from __future__ import annotations
@@ -14,10 +14,19 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..validation import check_float_tensor, check_positive_int
+from ..validation import (
+    check_bool_tensor,
+    check_broadcasts_to,
+    check_float_tensor,
+    check_index,
+    check_instance,
+    check_int_list,
+    check_positive_int,
+    check_seed,
+)
 from ..widgets.static_widgets import Control, StaticWidget, recreate_from_cell, register_exporter, state_key
 from .attention import causal_mask, scaled_dot_product_attention
-from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
+from .kv_cache import GroupedQuerySelfAttention, kv_cache_bytes_per_token
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes
@@ -38,14 +47,11 @@ def run_with_cache(
     Returns ``(outputs, steps)``: ``outputs`` ``(batch, T, d_model)`` (equal to ``layer(x)``), and one dict per call
     with ``"new"`` (L, the queries), ``"past"`` (tokens already cached) and ``"keys"`` (S = past + L).
     """
-    if not isinstance(layer, GroupedQuerySelfAttention):
-        raise TypeError(f"layer must be a GroupedQuerySelfAttention (notebook 09), got {type(layer).__name__}")
+    check_instance("layer", layer, GroupedQuerySelfAttention, "a GroupedQuerySelfAttention (notebook 09)")
     check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
     batch, T, _ = x.shape
-    if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence) or len(chunks) == 0:
-        raise TypeError(f"chunks must be a non-empty list of positive ints adding up to T={T}, got {chunks!r}")
-    for c in chunks:
-        check_positive_int("each chunk", c)
+    check_int_list("chunks", chunks, minimum=1, allow_empty=False,
+                   what=f"a non-empty list of positive ints adding up to T={T}")
     if sum(chunks) != T:
         raise ValueError(f"chunks {list(chunks)} add up to {sum(chunks)}, but x has T={T} tokens; make them add up")
     cache = layer.new_cache(batch, T)
@@ -59,9 +65,7 @@ def run_with_cache(
 
 def query_positions_seen(mask: torch.Tensor) -> list[list[int]]:
     """For a boolean ``(L, S)`` mask (True = may attend), the key positions each query row may see."""
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise TypeError(f"mask must be a 2-D boolean tensor (L, S), got {type(mask).__name__}"
-                        + (f" of dtype {mask.dtype}, shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else ""))
+    check_bool_tensor("mask", mask, ranks=(2,), layout="(L, S)")
     return [torch.nonzero(row).flatten().tolist() for row in mask]
 
 
@@ -164,22 +168,25 @@ def mask_forms(mask: torch.Tensor) -> dict[str, torch.Tensor]:
     ``"nn.MultiheadAttention bool"``: True = blocked, the opposite (its ``attn_mask``);
     ``"additive float"``: 0.0 where allowed, -inf where blocked (added to the scores; both functions accept it).
     """
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a boolean tensor (True = may attend), got "
-                        f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    check_bool_tensor("mask", mask, layout="(True = may attend)")
     additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # (L, S): 0 or -inf
     return {"sdpa bool": mask.clone(), "nn.MultiheadAttention bool": ~mask, "additive float": additive}
 
 
 def fully_masked_rows(mask: torch.Tensor) -> list[int]:
     """The query rows of a boolean ``(L, S)`` mask (True = may attend) that may attend to no key at all."""
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise TypeError("mask must be a 2-D boolean tensor (L, S), True = may attend")
+    check_bool_tensor("mask", mask, ranks=(2,), layout="(L, S), True = may attend")
     return torch.nonzero(~mask.any(dim=-1)).flatten().tolist()
 
 
 def naive_masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax(scores with -inf where ``mask`` is False), with no special case: a fully masked row is NaN (0/0)."""
+    """softmax(scores with -inf where ``mask`` is False), with no special case: a fully masked row is NaN (0/0).
+
+    ``scores`` ``(..., L, S)`` floats; ``mask`` booleans (True = may attend) that broadcast to them.
+    """
+    check_float_tensor("scores", scores)
+    check_bool_tensor("mask", mask, layout="(True = may attend)")
+    check_broadcasts_to("mask", mask, scores.shape, "the scores' shape")
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
 
 
@@ -228,6 +235,7 @@ class MaskEditor:
         check_positive_int("seq_len", seq_len)
         check_positive_int("key_len", key_len)
         check_positive_int("head_dim", head_dim)
+        check_seed("seed", seed)
         if seq_len > 8 or key_len > 12:
             raise ValueError(f"the editor is for small grids: seq_len <= 8 and key_len <= 12, got ({seq_len}, {key_len})")
         self.L, self.S = seq_len, key_len
@@ -247,9 +255,8 @@ class MaskEditor:
 
     def toggle(self, i: int, j: int) -> bool:
         """Flip query ``i`` -> key ``j`` between allowed and blocked; returns the new state (True = allowed)."""
-        for name, value, n in (("i", i, self.L), ("j", j, self.S)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
-                raise ValueError(f"{name} must be an int in 0..{n - 1}, got {name}={value!r}")
+        check_index("i", i, self.L)
+        check_index("j", j, self.S)
         self._mask[i, j] = not bool(self._mask[i, j])
         self._refresh(cells=False)
         if self._widget is not None:
@@ -420,8 +427,7 @@ def plot_mask_editor(editor: MaskEditor) -> Figure:
     """The mask editor's view as a static matplotlib Figure: the weights and the three forms of the mask."""
     import matplotlib.pyplot as plt
 
-    if not isinstance(editor, MaskEditor):
-        raise TypeError(f"editor must be a MaskEditor (mh.mask_editor(...)), got {type(editor).__name__}")
+    check_instance("editor", editor, MaskEditor, "a MaskEditor (mh.mask_editor(...))")
     L, S = editor.L, editor.S
     forms = editor.forms()
     fig, axes = plt.subplots(1, 4, figsize=(4 * (0.45 * S + 0.9), 0.5 * L + 1.6))
@@ -491,8 +497,7 @@ def mask_editor_states(editor: MaskEditor) -> StaticWidget:
     """The kernel-free copy of a :class:`MaskEditor` for the static site: one state per entry of :data:`MASK_PRESETS`,
     each with the grid, the read-out, the weights and the three forms the live editor shows for that mask. The editor
     is left as it was found."""
-    if not isinstance(editor, MaskEditor):
-        raise TypeError(f"editor must be a MaskEditor (mh.mask_editor(...)), got {type(editor).__name__}")
+    check_instance("editor", editor, MaskEditor, "a MaskEditor (mh.mask_editor(...))")
     start_mask, start_align = editor._mask.clone(), editor.align
     presets = list(MASK_PRESETS)
     first = "causal, bottom-right" if start_align == "bottom_right" else "causal, top-left"

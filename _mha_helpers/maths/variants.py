@@ -17,20 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validation import check_divisible, check_float_tensor, check_positive_int
+from ..validation import (
+    check_broadcasts_to,
+    check_divisible,
+    check_factory_kwargs,
+    check_float_tensor,
+    check_instance,
+    check_int,
+    check_list,
+    check_number,
+    check_positive_int,
+)
+from .attention import causal_mask, merge_heads, split_heads
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.figure import Figure
 
 # ---- RoPE (Su et al. 2021, RoFormer) ----------------------------------------------------------------------------
-
-
-def _check_base(base: object) -> float:
-    if isinstance(base, bool) or not isinstance(base, (int, float)):
-        raise TypeError(f"base must be a positive float such as 10000.0, got {base!r} of type {type(base).__name__}")
-    if not math.isfinite(base) or base <= 1.0:
-        raise ValueError(f"base must be a finite number > 1 (the paper uses 10000.0), got base={base!r}")
-    return float(base)
 
 
 def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -42,7 +45,8 @@ def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     check_positive_int("head_dim", head_dim)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (RoPE rotates pairs of features), got head_dim={head_dim}")
-    base = _check_base(base)
+    base = check_number("base", base, minimum=1, above_minimum=True, what="a positive float such as 10000.0",
+                        rule="a finite number > 1 (the paper uses 10000.0)")
     i = torch.arange(0, head_dim, 2, dtype=torch.float64)  # 0, 2, 4, ...: twice the pair index
     return torch.exp(-math.log(base) * i / head_dim)  # (head_dim/2,), the same formula as sinusoidal_positions
 
@@ -56,22 +60,11 @@ def _positions_tensor(positions: object, x: torch.Tensor) -> torch.Tensor:
         if positions.dtype == torch.bool or positions.is_complex():
             raise TypeError(f"positions must hold ints or floats, got a tensor of dtype {positions.dtype}")
         pos = positions.to(device=x.device, dtype=torch.float64)
-    elif isinstance(positions, (Sequence, range)) and not isinstance(positions, str) and all(
-        isinstance(p, (int, float)) and not isinstance(p, bool) for p in positions
-    ):
-        pos = torch.tensor(list(positions), dtype=torch.float64, device=x.device)
     else:
-        raise TypeError(f"positions must be None, a tensor or a list of ints, one per position of x; got "
-                        f"{type(positions).__name__}")
-    # Broadcasts to x's rows without growing them (checked by hand: torch.broadcast_shapes imports sympy, ~1 s).
-    rows = tuple(x.shape[:-1])
-    pairs = zip(reversed(pos.shape), reversed(rows), strict=False)  # trailing dims, right-aligned
-    fits = pos.dim() <= len(rows) and all(a in (1, b) for a, b in pairs)
-    if not fits:
-        raise ValueError(
-            f"positions of shape {tuple(pos.shape)} do not broadcast to x's {tuple(x.shape[:-1])} (..., seq); "
-            f"pass one position per row of x, e.g. torch.arange({seq}) + offset"
-        )
+        what = "None, a tensor or a list of ints, one per position of x"
+        pos = torch.tensor(check_list("positions", positions, (int, float), what), dtype=torch.float64, device=x.device)
+    check_broadcasts_to("positions", pos, x.shape[:-1], "x's rows",
+                        f" (..., seq); pass one position per row of x, e.g. torch.arange({seq}) + offset")
     if not bool(torch.isfinite(pos).all()):
         raise ValueError("positions must be finite numbers")
     return pos
@@ -221,6 +214,7 @@ class LatentCache:
                  device: torch.device | str | None = None) -> None:
         for name, value in (("batch", batch), ("latent_dim", latent_dim), ("max_len", max_len)):
             check_positive_int(name, value)
+        check_factory_kwargs(device, dtype)
         self.latents = torch.zeros(batch, max_len, latent_dim, dtype=dtype, device=device)
         self.max_len, self.length = max_len, 0
 
@@ -310,19 +304,17 @@ class MultiHeadLatentAttention(nn.Module):
         c = self.W_dkv(x)  # (batch, T, d_model) -> (batch, T, latent_dim)
         if cache is None:
             return c, None
-        if not isinstance(cache, LatentCache):
-            raise TypeError(f"cache must be a LatentCache (layer.new_cache(batch, max_len)), got {type(cache).__name__}")
+        check_instance("cache", cache, LatentCache, "a LatentCache (layer.new_cache(batch, max_len))")
         T, past = x.shape[1], len(cache)
         c = cache.append(c)  # (batch, past + T, latent_dim): earlier latents are read, not recomputed
         # New token t (position past + t) may see positions 0 .. past + t: causal, aligned to the END of the cache.
-        mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past + T)
+        mask = causal_mask(T, past + T, device=x.device, align="bottom_right")  # (T, past + T)
         return c, mask
 
     def up_project(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild every head's keys and values from latents ``(batch, S, latent_dim)``: two ``(batch, H, S, hd)``."""
-        batch, S, _ = latents.shape
-        k = self.W_uk(latents).view(batch, S, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, S, hd)
-        v = self.W_uv(latents).view(batch, S, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, S, hd)
+        k = split_heads(self.W_uk(latents), self.num_heads)  # (batch, S, d_model) -> (batch, H, S, hd)
+        v = split_heads(self.W_uv(latents), self.num_heads)  # (batch, S, d_model) -> (batch, H, S, hd)
         return k, v
 
     @staticmethod
@@ -337,12 +329,11 @@ class MultiHeadLatentAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
         """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
         self._check_x(x)
-        batch, T, _ = x.shape
         c, mask = self._latents_and_mask(x, cache)  # (batch, S, latent_dim)
-        q = self.W_q(x).view(batch, T, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, T, hd)
+        q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
         k, v = self.up_project(c)  # (batch, H, S, hd) each, rebuilt from the latents
         heads = self._attend(q, k, v, mask)  # (batch, H, T, hd)
-        return self.W_o(heads.transpose(1, 2).reshape(batch, T, self.d_model))  # (batch, H, T, hd) -> (batch, T, d)
+        return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
     def forward_absorbed(self, x: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
         """The same output as :meth:`forward`, computed on the latents without building K or V.
@@ -353,16 +344,15 @@ class MultiHeadLatentAttention(nn.Module):
         The score scale stays ``1/sqrt(head_dim)``.
         """
         self._check_x(x)
-        batch, T, _ = x.shape
         c, mask = self._latents_and_mask(x, cache)  # (batch, S, latent_dim)
-        q = self.W_q(x).view(batch, T, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, T, hd)
+        q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
         W_uk = self.W_uk.weight.view(self.num_heads, self.head_dim, self.latent_dim)  # (d, c) -> (H, hd, c)
         W_uv = self.W_uv.weight.view(self.num_heads, self.head_dim, self.latent_dim)  # (d, c) -> (H, hd, c)
         q_latent = q @ W_uk  # (batch, H, T, hd) @ (H, hd, c) -> (batch, H, T, c)
         latents = c[:, None]  # (batch, S, c) -> (batch, 1, S, c): one shared K/V "head"
         mixed = self._attend(q_latent, latents, latents, mask, scale=1.0 / math.sqrt(self.head_dim))  # (b, H, T, c)
         heads = mixed @ W_uv.transpose(1, 2)  # (batch, H, T, c) @ (H, c, hd) -> (batch, H, T, hd)
-        return self.W_o(heads.transpose(1, 2).reshape(batch, T, self.d_model))  # (batch, H, T, hd) -> (batch, T, d)
+        return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
 
 def latent_cache_bytes_per_token(num_layers: int, latent_dim: int, rope_dim: int = 0, bytes_per_value: int = 2) -> int:
@@ -373,8 +363,7 @@ def latent_cache_bytes_per_token(num_layers: int, latent_dim: int, rope_dim: int
     """
     for name, value in (("num_layers", num_layers), ("latent_dim", latent_dim), ("bytes_per_value", bytes_per_value)):
         check_positive_int(name, value)
-    if isinstance(rope_dim, bool) or not isinstance(rope_dim, int) or rope_dim < 0:
-        raise ValueError(f"rope_dim must be an int >= 0 (decoupled RoPE key features), got rope_dim={rope_dim!r}")
+    check_int("rope_dim", rope_dim, minimum=0)  # decoupled RoPE key features
     return num_layers * (latent_dim + rope_dim) * bytes_per_value
 
 
@@ -395,8 +384,8 @@ def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, 
     ``cache bytes`` (for the whole ``context``, measured). The layers are built with a fixed seed; the global random
     state is left as it was.
     """
-    from ..common import _OneThread
-    from .efficient import GroupedQuerySelfAttention, KVCache
+    from ..common import OneThread
+    from .kv_cache import GroupedQuerySelfAttention, KVCache
 
     for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
                         ("latent_dim", latent_dim), ("window", window), ("context", context)):
@@ -404,14 +393,14 @@ def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, 
     check_divisible(d_model, num_heads, d_name="d_model")
     head_dim, fp32 = d_model // num_heads, 4
     rows = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), _OneThread():
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), OneThread():
         torch.manual_seed(0)
         x = torch.randn(1, context, d_model)  # (1, context, d_model): the tokens that fill each cache
         for name, kv in (("multi-head", num_heads), ("grouped-query", num_kv_heads)):
             layer = GroupedQuerySelfAttention(d_model, num_heads, kv)
             cache = layer.new_cache(1, context)
-            k = layer.W_k(x).view(1, context, kv, head_dim).transpose(1, 2)  # -> (1, H_kv, context, hd)
-            v = layer.W_v(x).view(1, context, kv, head_dim).transpose(1, 2)  # -> (1, H_kv, context, hd)
+            k = split_heads(layer.W_k(x), kv)  # (1, context, H_kv·hd) -> (1, H_kv, context, hd)
+            v = split_heads(layer.W_v(x), kv)  # (1, context, H_kv·hd) -> (1, H_kv, context, hd)
             cache.append(k, v)  # what layer(x, cache=cache) stores, without running the attention
             rows.append({"variant": name, "parameters": sum(p.numel() for p in layer.parameters()),
                          "formula": f"2·{kv}·{head_dim}·4", "bytes/token": 2 * kv * head_dim * fp32,
