@@ -86,9 +86,6 @@ def plot_attention(
     Tokens are drawn literally (a ``$`` is not mathtext). Maps larger than ``PLOT_MAX_TOKENS`` = 200 tokens a side
     raise a ValueError: draw a slice instead. Returns the matplotlib ``Axes``.
     """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     w = _as_numpy_2d(weights)
     L, S = w.shape
     query_tokens, key_tokens = _token_labels("query_tokens", query_tokens, L), _token_labels("key_tokens", key_tokens, S)
@@ -107,6 +104,9 @@ def plot_attention(
         if len(tokens) != n:
             raise ValueError(f"{name} has {len(tokens)} labels but the map has {n} {axis} (it is {L} x {S}): "
                              f"pass one label per {axis[:-1]}")
+    import matplotlib.pyplot as plt  # after the checks: a bad argument is refused without importing seaborn
+    import seaborn as sns
+
     if ax is None:
         _, ax = plt.subplots(figsize=(0.55 * S + 2.2, 0.5 * L + 1.4))
     if annot is None:
@@ -136,8 +136,6 @@ def plot_heads(
 
     All heads share one colour scale from 0 to 1, so their maps can be compared by eye.
     """
-    import matplotlib.pyplot as plt
-
     check_float_tensor("weights", weights, ranks=(3, 4), layout="(num_heads, L, S) or (1, num_heads, L, S)")
     w = weights.detach()
     if w.dim() == 4 and w.shape[0] == 1:
@@ -148,9 +146,13 @@ def plot_heads(
     check_positive_int("max_cols", max_cols)
     check_bool("annot", annot)
     check_str("title", title)
+    _token_labels("query_tokens", query_tokens, w.shape[-2])  # checked before any figure is made
+    _token_labels("key_tokens", key_tokens, w.shape[-1])
     num_heads = w.shape[0]
     if num_heads > 64:
         raise ValueError(f"weights has {num_heads} heads; plot_heads draws at most 64 maps: pass weights[:64]")
+    import matplotlib.pyplot as plt
+
     cols = min(max_cols, num_heads)
     rows = math.ceil(num_heads / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.8 * rows + 0.6), squeeze=False)
@@ -260,12 +262,12 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
 
 def plot_head_influence(influence: torch.Tensor, title: str = "Which heads each output feature hears", ax: Axes | None = None) -> Axes:
     """Draw :func:`head_influence`'s ``(d_model, num_heads)`` matrix as a labelled heatmap; returns the ``Axes``."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     w = _as_numpy_2d(influence, "influence")
     check_str("title", title)
     check_axes("ax", ax)
+    import matplotlib.pyplot as plt  # after the checks: a bad argument is refused without importing seaborn
+    import seaborn as sns
+
     d_model, num_heads = w.shape
     if ax is None:
         _, ax = plt.subplots(figsize=(0.8 * num_heads + 2.4, 0.38 * d_model + 1.4))

@@ -219,11 +219,9 @@ def check_generator(name: str, value: object) -> None:
 
 def check_axes(name: str, ax: object) -> None:
     """None (a new figure) or a matplotlib Axes to draw into."""
-    if ax is None:
-        return
-    from matplotlib.axes import Axes
-
-    check_instance(name, ax, Axes, "a matplotlib Axes, e.g. from plt.subplots(),", allow_none=True)
+    axes = sys.modules.get("matplotlib.axes")  # no Axes can exist before matplotlib is imported: no need to import it
+    if ax is not None and (axes is None or not isinstance(ax, axes.Axes)):
+        raise TypeError(f"{name} must be a matplotlib Axes (e.g. from plt.subplots()) or None, got {type(ax).__name__}")
 
 
 def check_device(name: str, device: object) -> None:
@@ -333,9 +331,10 @@ def check_token_ids(name: str, tokens: object, vocab_size: int | None = None, mi
     if tokens.shape[0] == 0 or tokens.shape[1] < min_len:
         raise ValueError(f"{name} needs at least one sequence of at least {min_len} positions (seq >= {min_len}), "
                          f"got shape {tuple(tokens.shape)}")
-    if vocab_size is not None and (bool((tokens < 0).any()) or bool((tokens >= vocab_size).any())):
-        raise ValueError(f"{name} must hold token ids in 0..{vocab_size - 1} (vocab_size={vocab_size}), got ids from "
-                         f"{int(tokens.min())} to {int(tokens.max())}")
+    too_big = vocab_size is not None and bool((tokens >= vocab_size).any())
+    if too_big or bool((tokens < 0).any()):
+        ids = f"in 0..{vocab_size - 1} (vocab_size={vocab_size})" if vocab_size is not None else ">= 0"
+        raise ValueError(f"{name} must hold token ids {ids}, got ids from {int(tokens.min())} to {int(tokens.max())}")
     return tokens
 
 

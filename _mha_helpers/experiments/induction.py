@@ -499,6 +499,8 @@ def plot_snapshot_strip(history: InductionHistory, steps: Sequence[int] | None =
     if steps is not None:
         check_int_list("steps", steps)
     check_instance("heads", heads, dict, "circuit_heads' dict {'previous': head, 'induction': head}", allow_none=True)
+    if heads is not None and not {"previous", "induction"} <= set(heads):
+        raise ValueError(f"heads must be circuit_heads' dict {{'previous': head, 'induction': head}}, got {heads!r}")
     steps = list(steps) if steps is not None else [history.steps[round(k * (len(history.steps) - 1) / 4)]
                                                    for k in range(5)]
     missing = [s for s in steps if s not in history.steps]

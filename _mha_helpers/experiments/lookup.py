@@ -347,11 +347,11 @@ def head_count_sweep(
     same computation (only the split of d_model into heads changes), as in Vaswani et al. (2017), Table 3 rows (A).
     ``train_kwargs`` go to :func:`train_lookup_model`; one tqdm bar counts the runs.
     """
-    from tqdm.auto import tqdm
-
     check_positive_int("d_model", d_model)
     seeds = check_int_list("seeds", seeds, allow_empty=False, what="a non-empty list of seeds (ints >= 0)")
     check_bool("progress", progress)
+    from tqdm.auto import tqdm
+
     runs = [(h, s) for h in valid_head_counts(d_model) for s in seeds]
     results: dict[int, list[dict[str, float]]] = {h: [] for h in valid_head_counts(d_model)}
     for h, s in tqdm(runs, desc=f"sweep at d_model={d_model}", disable=not progress):

@@ -203,10 +203,10 @@ def _checked_jobs(jobs: object) -> list[dict]:
     """:func:`measure_peak_memory`'s jobs, checked, as copies with ``threads`` filled in."""
     jobs = [dict(job) for job in check_list("jobs", jobs, dict, "a list of dicts, e.g. [dict(method='sdpa', batch=1, "
                                                                   "heads=1, seq=256, head_dim=64)]")]
-    for job in jobs:
-        check_choice("job['method']", job.get("method"), MEMORY_METHODS)
+    for i, job in enumerate(jobs):
+        check_choice(f"jobs[{i}]['method']", job.get("method"), MEMORY_METHODS)
         for name in ("batch", "heads", "seq", "head_dim"):
-            check_positive_int(f"job[{name!r}]", job.get(name))
+            check_positive_int(f"jobs[{i}][{name!r}]", job.get(name))
         job.setdefault("threads", torch.get_num_threads())
     return jobs
 

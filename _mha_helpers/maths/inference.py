@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..validation import (
+    check_axes,
     check_bool_tensor,
     check_broadcasts_to,
     check_float_tensor,
@@ -76,11 +77,12 @@ def plot_causal_alignment(seq_len: int, key_len: int, ax: Axes | None = None) ->
     query i sees keys 0..i + S - L. Rows are labelled with the position each query has in the sequence when the
     queries are the last L tokens (the decoding case).
     """
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("key_len", key_len)
+    check_axes("ax", ax)
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    check_positive_int("seq_len", seq_len)
-    check_positive_int("key_len", key_len)
     L, S = seq_len, key_len
     fig, axes = plt.subplots(1, 2, figsize=(2.2 + 0.9 * S, 0.9 + 0.55 * L))
     cmap = ListedColormap(["#e9ecef", "#2a9d8f"])

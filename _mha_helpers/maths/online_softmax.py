@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..validation import check_bool, check_float_tensor, check_positive_int, check_qkv, check_scale
+from ..validation import check_axes, check_bool, check_float_tensor, check_positive_int, check_qkv, check_scale
 
 if TYPE_CHECKING:  # type hints only: matplotlib is imported where a figure is drawn, not when the helpers load
     from matplotlib.axes import Axes
@@ -198,6 +198,8 @@ def online_softmax_steps(x: torch.Tensor, block_size: int) -> list[dict[str, obj
     The softmax is then ``exp(x - m) / l`` with the final m and l.
     """
     check_float_tensor("x", x, ranks=(1,))
+    if x.numel() == 0:
+        raise ValueError("x is empty (shape (0,)): pass at least one score")
     check_positive_int("block_size", block_size)
     steps, m, total = [], float("-inf"), 0.0
     for start in range(0, x.numel(), block_size):
@@ -218,18 +220,19 @@ def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block
     Tiles below the diagonal are computed whole, tiles that cross it are computed and then masked, tiles above it
     (causal only) are skipped: never multiplied, never stored.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
     for name, value in (("seq_len", seq_len), ("key_len", key_len), ("block_size", block_size),
                         ("query_block_size", query_block_size)):
         check_positive_int(name, value)
     check_bool("is_causal", is_causal)
+    check_axes("ax", ax)
     rows = math.ceil(seq_len / query_block_size)
     cols = math.ceil(key_len / block_size)
     if rows > 64 or cols > 64:  # a larger grid is unreadable, and drawing its tiles one by one takes minutes
         raise ValueError(f"the schedule has {rows} x {cols} tiles; plot_block_schedule draws at most 64 x 64: "
                          f"use larger blocks (block_size, query_block_size) or a shorter seq_len/key_len")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
     kind = torch.zeros(rows, cols)  # 0 skipped, 1 masked, 2 computed whole
     for r in range(rows):
         i0, i1 = r * query_block_size, min((r + 1) * query_block_size, seq_len)
