@@ -333,8 +333,8 @@ def check_token_ids(name: str, tokens: object, vocab_size: int | None = None, mi
                          f"got shape {tuple(tokens.shape)}")
     too_big = vocab_size is not None and bool((tokens >= vocab_size).any())
     if too_big or bool((tokens < 0).any()):
-        ids = f"in 0..{vocab_size - 1} (vocab_size={vocab_size})" if vocab_size is not None else ">= 0"
-        raise ValueError(f"{name} must hold token ids {ids}, got ids from {int(tokens.min())} to {int(tokens.max())}")
+        ids = f"0..{vocab_size - 1} (vocab_size={vocab_size})" if vocab_size is not None else "0 or more"
+        raise ValueError(f"{name}: token ids must be in {ids}, got ids from {int(tokens.min())} to {int(tokens.max())}")
     return tokens
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..common import OneThread
+from ..maths.attention import causal_mask
 from ..validation import check_bool, check_callable
 from .audit_probes import (
     PROBES,
@@ -281,7 +282,7 @@ class _Module:
             kwargs["key_padding_mask"] = kpm
         if self.torch_mha:
             if self.causal:
-                kwargs["attn_mask"] = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)  # True = blocked
+                kwargs["attn_mask"] = ~causal_mask(x.shape[1])  # nn.MultiheadAttention's convention: True = blocked
             result = m(x, x, x, need_weights=False, **kwargs)
         else:
             if self.causal and self.ours and kpm is None:

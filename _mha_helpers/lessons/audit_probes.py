@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..maths.attention import merge_heads, split_heads
+
 
 def _g(x: float) -> str:
     """A number at 3 significant digits, the same at 1 and 2 threads."""
@@ -126,14 +128,13 @@ def _reference(q, k, v, mask=None, causal=False, scale=None):
 def _module_reference(t, x: torch.Tensor, proj=None) -> torch.Tensor:
     """The module's own weights through project -> split -> attend -> merge -> W_o, in float64."""
     P = proj or t.proj
-    B, L, _ = x.shape
-    hd = t.head_dim
+
     def heads(name, h):
         w, b = P[name]
         y = F.linear(x.double(), w.double(), None if b is None else b.double())  # (B, L, h·hd)
-        return y.view(B, L, h, hd).transpose(1, 2)  # (B, L, h·hd) -> (B, h, L, hd)
+        return split_heads(y, h)  # (B, L, h·hd) -> (B, h, L, hd)
     out = _reference(heads("q", t.num_heads), heads("k", t.num_kv_heads), heads("v", t.num_kv_heads), causal=t.causal)
-    merged = out.transpose(1, 2).reshape(B, L, t.num_heads * hd)  # (B, H, L, hd) -> (B, L, d_model)
+    merged = merge_heads(out)  # (B, H, L, hd) -> (B, L, d_model)
     w, b = P["o"]
     return F.linear(merged, w.double(), None if b is None else b.double())
 

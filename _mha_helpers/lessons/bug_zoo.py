@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..maths.kv_cache import KVCache
-from ..validation import check_choice, check_divisible, check_positive_int
+from ..validation import check_choice
 
 # ---- functions with F.scaled_dot_product_attention's call convention ----------------------------------------------
 
@@ -102,9 +102,6 @@ class ZooAttention(nn.Module):
 
     def __init__(self, d_model: int = 32, num_heads: int = 4) -> None:
         super().__init__()
-        check_positive_int("d_model", d_model)
-        check_positive_int("num_heads", num_heads)
-        check_divisible(d_model, num_heads, d_name="d_model")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.W_q, self.W_k, self.W_v, self.W_o = (nn.Linear(d_model, d_model) for _ in range(4))
 
