@@ -135,6 +135,7 @@ def check_bool(name: str, value: object) -> bool:
 
 
 def check_str(name: str, value: object, what: str = "a string") -> str:
+    """A string, e.g. a title or a label; ``what`` says what works."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be {what}, got {_got(value)}")
     return value
@@ -213,8 +214,8 @@ def check_instance(name: str, value: object, cls: type | tuple[type, ...], what:
 
 
 def check_generator(name: str, value: object) -> None:
-    check_instance(name, value, torch.Generator, "a torch.Generator, e.g. torch.Generator().manual_seed(0),",
-                   allow_none=True)
+    """None (torch's global random state) or a torch.Generator, for repeatable random data."""
+    check_instance(name, value, torch.Generator, "a seeded torch.Generator", allow_none=True)
 
 
 def check_axes(name: str, ax: object) -> None:
@@ -225,11 +226,11 @@ def check_axes(name: str, ax: object) -> None:
 
 
 def check_device(name: str, device: object) -> None:
-    """None, a device name such as 'cpu' or 'cuda', or a torch.device."""
+    """None, a device name such as 'cpu' or 'cuda', a torch.device, or a CUDA device index (as torch takes them)."""
     rule = "None, 'cpu', 'cuda', 'mps' or a torch.device"
     if device is None:
         return
-    if not isinstance(device, (str, torch.device)):
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
         raise TypeError(f"{name} must be {rule}, got {_got(device)}")
     try:
         torch.device(device)
@@ -250,6 +251,7 @@ def check_factory_kwargs(device: object, dtype: object) -> None:
 
 
 def check_divisible(d_model: int, num_heads: int, d_name: str = "embed_dim") -> None:
+    """``num_heads`` must divide ``d_model`` (named ``d_name``); the message lists the head counts that would."""
     if d_model % num_heads != 0:
         counts = ", ".join(str(h) for h in range(1, d_model + 1) if d_model % h == 0)
         raise ValueError(

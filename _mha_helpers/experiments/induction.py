@@ -142,7 +142,8 @@ def induction_maps(model: InductionModel, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def scores_from_maps(maps: torch.Tensor, tokens: torch.Tensor, kind: str) -> torch.Tensor:
-    """``maps (batch, layers, heads, L, L)`` -> ``(layers, heads)``; see the two public functions."""
+    """Every head's score from its maps ``(batch, layers, heads, L, L)`` on ``tokens (batch, L)`` -> ``(layers, heads)``:
+    ``kind="previous"`` as :func:`previous_token_scores`, ``"induction"`` as :func:`induction_scores` (no checks)."""
     L = maps.shape[-1]
     if kind == "previous":
         i = torch.arange(1, L)  # queries with a previous token
@@ -194,7 +195,7 @@ def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) 
     lengths = check_int_list("lengths", lengths, minimum=1, allow_empty=False, what="a non-empty list of segment "
                              "lengths (ints >= 1), e.g. [5, 3, 4]")
     check_positive_int("vocab_size", vocab_size)
-    if not lengths or sum(lengths) > vocab_size:
+    if sum(lengths) > vocab_size:
         raise ValueError(f"lengths must be a non-empty list of segment lengths adding up to at most vocab_size="
                          f"{vocab_size}, got {lengths}")
     distinct = torch.randperm(vocab_size, generator=torch.Generator().manual_seed(7)).tolist()
