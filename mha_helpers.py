@@ -40,10 +40,10 @@ notebook                   file               names the notebook uses
                                               sweep_summary, plot_lookup_heads, plot_head_sweep, steps_to_solve
                            checkers/nb08.py   check_lookup_targets, check_previous_share, check_switch_off_head
 09 what heads cost         experiments/cost.py            attention_flops, count_matmul_flops, attention_map_bytes,
-                                              median_seconds, sdpa_kernel_used, MEMORY_METHODS,
-                                              measure_peak_memory
-                           maths/efficient.py       online_softmax_attention, online_softmax_steps, plot_block_schedule,
-                                              grouped_query_attention, kv_cache_bytes_per_token, KVCache,
+                                              median_seconds, sdpa_kernel_used
+                           experiments/memory.py          MEMORY_METHODS, measure_peak_memory
+                           maths/online_softmax.py  online_softmax_attention, online_softmax_steps, plot_block_schedule
+                           maths/kv_cache.py        grouped_query_attention, kv_cache_bytes_per_token, KVCache,
                                               GroupedQuerySelfAttention, decode_step_by_step
                            checkers/nb09.py   check_online_softmax, check_kv_cache_bytes
 10 attention at inference  maths/attention.py       causal_mask(..., align="bottom_right")
@@ -102,14 +102,12 @@ from _mha_helpers.checkers.nb11 import check_alibi_slopes, check_latent_cache_by
 from _mha_helpers.checkers.nb12 import check_head_to_switch_off, check_induction_score, check_previous_token_score
 from _mha_helpers.checkers.nb13 import check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
-from _mha_helpers.experiments.cost import (
-    MEMORY_METHODS, attention_flops, attention_map_bytes, count_matmul_flops, measure_peak_memory, median_seconds,
-    sdpa_kernel_used,
-)
-from _mha_helpers.maths.efficient import (
+from _mha_helpers.experiments.cost import attention_flops, attention_map_bytes, count_matmul_flops, median_seconds, sdpa_kernel_used
+from _mha_helpers.experiments.memory import MEMORY_METHODS, measure_peak_memory
+from _mha_helpers.maths.kv_cache import (
     GroupedQuerySelfAttention, KVCache, decode_step_by_step, grouped_query_attention, kv_cache_bytes_per_token,
-    online_softmax_attention, online_softmax_steps, plot_block_schedule,
 )
+from _mha_helpers.maths.online_softmax import online_softmax_attention, online_softmax_steps, plot_block_schedule
 from _mha_helpers.figures import head_influence, plot_attention, plot_head_influence, plot_heads, plot_soft_lookup
 from _mha_helpers.widgets.head_explorer import (
     EXPLORER_MAX_TOKENS, HeadExplorer, explorer_module, head_attention_maps, head_explorer, plot_head_explorer,

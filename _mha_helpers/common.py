@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .validation import check_bool, check_int, check_positive_int, check_tokens
+from .validation import check_bool, check_positive_int, check_seed, check_tokens
 
 
 def get_device() -> torch.device:
@@ -40,8 +40,8 @@ def valid_head_counts(d_model: int) -> list[int]:
     return [h for h in range(1, d_model + 1) if d_model % h == 0]
 
 
-class _OneThread:
-    """``with _OneThread():`` runs the block on one CPU thread, then restores the thread count.
+class OneThread:
+    """``with OneThread():`` runs the block on one CPU thread, then restores the thread count.
 
     Two uses: float sums then always add up in the same order, so a training run gives bit-identical numbers whatever
     OMP_NUM_THREADS says (notebook 08); and tiny tensor maths never waits on torch's second thread, which on a busy
@@ -56,7 +56,7 @@ class _OneThread:
         torch.set_num_threads(self.before)
 
 
-def _plain_labels(tokens: Sequence[str]) -> list[str]:
+def plain_labels(tokens: Sequence[str]) -> list[str]:
     """Tokens as matplotlib labels drawn literally: a ``$`` would start mathtext ("$x" even crashes the drawing)."""
     return [str(t).replace("$", r"\$") for t in tokens]
 
@@ -92,7 +92,7 @@ def toy_embeddings(
     """
     check_tokens("tokens", tokens)
     check_positive_int("d_model", d_model)
-    check_int("seed", seed, minimum=0)
+    check_seed("seed", seed)
     check_bool("positions", positions)
     rows = []
     for token in tokens:

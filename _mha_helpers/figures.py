@@ -12,17 +12,27 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
-from .common import _plain_labels
+from .common import plain_labels
 from .maths.attention import merge_heads
-from .validation import check_bool, check_float_tensor, check_positive_int, check_tokens
+from .validation import (
+    check_axes,
+    check_bool,
+    check_callable,
+    check_float_tensor,
+    check_instance,
+    check_list,
+    check_number,
+    check_positive_int,
+    check_str,
+    check_tokens,
+)
 
 #: The largest map plot_attention / plot_heads draw: beyond it every label is unreadable and drawing takes minutes.
 PLOT_MAX_TOKENS = 200
 
 
 def _as_numpy_2d(weights: torch.Tensor, name: str = "weights"):
-    if not isinstance(weights, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(weights).__name__}")
+    check_instance(name, weights, torch.Tensor, "a torch.Tensor")
     w = weights.detach().float().cpu()
     while w.dim() > 2 and w.shape[0] == 1:
         w = w[0]  # drop leading singleton batch/head dims
@@ -50,9 +60,7 @@ def _token_labels(name: str, tokens: object, n: int) -> list[str] | None:
         return None
     if isinstance(tokens, torch.Tensor):
         tokens = tokens.tolist()
-    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
-        raise TypeError(f"{name} must be a list of {n} strings (one per row/column), got {type(tokens).__name__}")
-    return list(tokens)
+    return check_list(name, tokens, (str, int, float), f"a list of {n} strings (one per row/column)")
 
 
 def plot_attention(
@@ -75,9 +83,6 @@ def plot_attention(
     Tokens are drawn literally (a ``$`` is not mathtext). Maps larger than ``PLOT_MAX_TOKENS`` = 200 tokens a side
     raise a ValueError: draw a slice instead. Returns the matplotlib ``Axes``.
     """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     w = _as_numpy_2d(weights)
     L, S = w.shape
     query_tokens, key_tokens = _token_labels("query_tokens", query_tokens, L), _token_labels("key_tokens", key_tokens, S)
@@ -85,8 +90,10 @@ def plot_attention(
         check_bool("annot", annot)
     check_bool("cbar", cbar)
     for option, value in (("vmin", vmin), ("vmax", vmax)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise TypeError(f"{option} must be a number or None, got {value!r} of type {type(value).__name__}")
+        check_number(option, value, allow_none=True)
+    for option, value in (("title", title), ("cmap", cmap), ("fmt", fmt)):
+        check_str(option, value)
+    check_axes("ax", ax)
     query_tokens = list(query_tokens) if query_tokens is not None else [str(i) for i in range(L)]
     key_tokens = list(key_tokens) if key_tokens is not None else list(query_tokens) if S == L else None
     key_tokens = key_tokens if key_tokens is not None else [str(j) for j in range(S)]
@@ -94,13 +101,16 @@ def plot_attention(
         if len(tokens) != n:
             raise ValueError(f"{name} has {len(tokens)} labels but the map has {n} {axis} (it is {L} x {S}): "
                              f"pass one label per {axis[:-1]}")
+    import matplotlib.pyplot as plt  # after the checks: a bad argument is refused without importing seaborn
+    import seaborn as sns
+
     if ax is None:
         _, ax = plt.subplots(figsize=(0.55 * S + 2.2, 0.5 * L + 1.4))
     if annot is None:
         annot = L <= 8 and S <= 8
     sns.heatmap(
         w, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annot, fmt=fmt, cbar=cbar, square=False,
-        xticklabels=_plain_labels(key_tokens), yticklabels=_plain_labels(query_tokens), annot_kws={"fontsize": 8},
+        xticklabels=plain_labels(key_tokens), yticklabels=plain_labels(query_tokens), annot_kws={"fontsize": 8},
         linewidths=0.5, linecolor="white",
     )
     ax.set_title(title)
@@ -123,22 +133,23 @@ def plot_heads(
 
     All heads share one colour scale from 0 to 1, so their maps can be compared by eye.
     """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(weights, torch.Tensor):
-        raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
+    check_float_tensor("weights", weights, ranks=(3, 4), layout="(num_heads, L, S) or (1, num_heads, L, S)")
     w = weights.detach()
     if w.dim() == 4 and w.shape[0] == 1:
         w = w[0]
     if w.dim() != 3:
         raise ValueError(f"weights must be (num_heads, L, S) or (1, num_heads, L, S), got {tuple(weights.shape)}")
-    check_float_tensor("weights", w)
     _check_map_size("weights", w.shape)
     check_positive_int("max_cols", max_cols)
     check_bool("annot", annot)
+    check_str("title", title)
+    _token_labels("query_tokens", query_tokens, w.shape[-2])  # checked before any figure is made
+    _token_labels("key_tokens", key_tokens, w.shape[-1])
     num_heads = w.shape[0]
     if num_heads > 64:
         raise ValueError(f"weights has {num_heads} heads; plot_heads draws at most 64 maps: pass weights[:64]")
+    import matplotlib.pyplot as plt
+
     cols = min(max_cols, num_heads)
     rows = math.ceil(num_heads / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.8 * rows + 0.6), squeeze=False)
@@ -183,6 +194,8 @@ def plot_soft_lookup(
     check_tokens("axis_labels", axis_labels)
     if len(axis_labels) != 2:
         raise ValueError(f"axis_labels must be two strings (x, y), got {len(axis_labels)}: {list(axis_labels)!r}")
+    check_str("title", title)
+    check_axes("ax", ax)
     if w.shape[0] != k.shape[0] or len(key_names) != k.shape[0]:
         raise ValueError(
             f"need one weight and one name per key: got {k.shape[0]} keys, {w.shape[0]} weights, "
@@ -202,7 +215,7 @@ def plot_soft_lookup(
         gap = 0.06 * reach
         ax.text(tip[0] + gap * ux, tip[1] + gap * uy, label, color=color, ha=ha, va=va, **text_kw)
 
-    for vec, name, weight in zip(k, _plain_labels(key_names), w, strict=True):
+    for vec, name, weight in zip(k, plain_labels(key_names), w, strict=True):
         arrow(vec, f"{name}\nw = {float(weight):.2f}", "tab:blue", 1 + 5 * float(weight), fontsize=9)
     arrow(q, "query", "tab:red", 2.5, fontsize=10, fontweight="bold")
     low = min(0.0, float(torch.cat([k.flatten(), q]).min())) - 0.25 * reach  # room for labels centred on x = 0
@@ -227,8 +240,7 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
     check_float_tensor("heads", heads, ranks=(4,))
     if mix is None:
         mix = nn.Identity()
-    elif not callable(mix):
-        raise TypeError(f"mix must be a function or module such as mha.W_o (or None), got {type(mix).__name__}")
+    check_callable("mix", mix, what="a function or module such as mha.W_o (or None)")
     with torch.no_grad():
         try:
             full = mix(merge_heads(heads))  # (batch, heads, seq, head_dim) -> (batch, seq, d_model)
@@ -247,10 +259,12 @@ def head_influence(heads: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tens
 
 def plot_head_influence(influence: torch.Tensor, title: str = "Which heads each output feature hears", ax: Axes | None = None) -> Axes:
     """Draw :func:`head_influence`'s ``(d_model, num_heads)`` matrix as a labelled heatmap; returns the ``Axes``."""
-    import matplotlib.pyplot as plt
+    w = _as_numpy_2d(influence, "influence")
+    check_str("title", title)
+    check_axes("ax", ax)
+    import matplotlib.pyplot as plt  # after the checks: a bad argument is refused without importing seaborn
     import seaborn as sns
 
-    w = _as_numpy_2d(influence, "influence")
     d_model, num_heads = w.shape
     if ax is None:
         _, ax = plt.subplots(figsize=(0.8 * num_heads + 2.4, 0.38 * d_model + 1.4))

@@ -23,6 +23,13 @@ The contract, the same for every ``check_*`` (tests/unit/test_checker_contract.p
   saved before and restored after every check, whatever the student's function does.
 * Values are compared with one policy, :func:`_close` (see there): float64, NumPy arrays and ``F.linear``'s rounding
   pass; the tolerance follows the coarser dtype of the two.
+
+Only :func:`exercise_checker` and :class:`CheckResult` are public. The helpers below keep their leading underscore
+although every ``checkers/nbNN.py`` imports them (the one exception to the package's rule that a name another module
+uses is public): they are the contract's machinery, private to the ``checkers/`` sub-package, and nothing outside it
+may call them. ``_call_student`` in particular must stay the one door to the student's code, which
+``tests/unit/test_checker_contract.py`` finds by that name; ``tests/unit/test_package_structure.py`` checks that no
+module outside ``checkers/`` imports them.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ..validation import check_bool, check_str
 
 _NOT_YET = "not yet — replace the `raise NotImplementedError` with your code, then run again."
 _REPORT = (
@@ -317,6 +327,8 @@ def exercise_checker(title: str, *, takes_function: bool = True) -> Callable:
     notebook. With ``takes_function`` (the default) its first argument must be callable: a tensor or None passed
     instead gets its own hint. Global random states, torch's thread count, grad mode and default dtype are restored.
     """
+    check_str("title", title, "the exercise's title, e.g. 'Exercise 2.1: softmax'")
+    check_bool("takes_function", takes_function)
 
     def wrap(check: Callable[..., str | None]) -> Callable[..., CheckResult]:
         @functools.wraps(check)
@@ -520,3 +532,15 @@ def _spying_on_softmax() -> Iterator[list[str]]:
 def _isclose_number(got: float, expected: float) -> bool:
     """Numbers (byte counts, FLOPs): equal, or within float rounding when either is a float."""
     return got == expected or math.isclose(got, expected, rel_tol=1e-9, abs_tol=0.0)
+
+
+# ---- seeded inputs ----------------------------------------------------------------------------------------------
+
+
+def _random_linear(d_in: int, d_out: int, g: torch.Generator) -> nn.Linear:
+    """An nn.Linear with seeded random weights and biases, leaving torch's global random state alone."""
+    lin = nn.utils.skip_init(nn.Linear, d_in, d_out)  # no initialisation, so the global RNG is not used
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(d_out, d_in, generator=g) / math.sqrt(d_in))
+        lin.bias.copy_(torch.randn(d_out, generator=g) * 0.1)
+    return lin

@@ -112,50 +112,56 @@ def check_soft_lookup(fn: Callable) -> str | None:
         hint = _shape_hint("weights", weights, (S,), "(S,)", f"for {case}")
         if hint:
             return hint + ": one weight per key"
-        scores = keys @ query  # (S,)
-        if not _close(weights, want_w):
-            if _close(weights, scores):
-                return (
-                    "your weights are the raw scores keys @ query: pass them through torch.softmax so they sum to 1"
-                )
-            if _close(weights, torch.softmax(scores / math.sqrt(d), dim=-1)):
-                return (
-                    "your weights are softmax(scores / √d): the √d scaling comes in notebook 02; "
-                    "here use softmax(keys @ query)"
-                )
-            if _close(weights, F.one_hot(scores.argmax(), S).to(torch.float32)):
-                return (
-                    "your weights are one-hot (1 for the best key, 0 elsewhere): that is the hard look-up; "
-                    "use torch.softmax for the soft one"
-                )
-            if _close(weights, torch.softmax(-scores, dim=-1)):
-                return (
-                    "your weights favour the keys LEAST like the query: use softmax(+scores), not softmax(-scores)"
-                )
-            if _close(weights, scores / scores.sum()) or _close(weights, scores.abs() / scores.abs().sum()):
-                return ("you divided the scores by their sum: that is not a softmax (scores can be negative); "
-                        "use torch.softmax(scores, dim=-1), which takes exp first")
-            total = float(weights.double().sum())
-            if not abs(total - 1.0) < 1e-4:
-                return f"your weights sum to {total:.3g}, not 1: did you apply torch.softmax?"
-            return (
-                "your weights sum to 1 but differ from softmax(keys @ query): score each key by its dot product "
-                "with the query"
-            )
-        if isinstance(result, torch.Tensor) and tuple(result.shape) == (S, d_v):
-            return (
-                f"result has shape {(S, d_v)}: you weighted each value but did not add them up; "
-                f"the blend is one vector of shape ({d_v},), e.g. weights @ values"
-            )
-        if d_v != d and isinstance(result, torch.Tensor) and _close(result, want_w @ keys):
-            return "your result blends the keys: keys are only for matching, blend the values (weights @ values)"
-        hint = _shape_hint("result", result, (d_v,), "(d_v,)", f"for {case}")
+        hint = (_soft_lookup_weights_hint(weights, want_w, keys @ query, d)  # scores (S,)
+                or _soft_lookup_result_hint(result, (want_w, want_r), keys, values, case))
         if hint:
-            return hint + ": one blended value"
-        if not _close(result, want_r):
-            if d_v == d and _close(result, want_w @ keys):
-                return "your result blends the keys: keys are only for matching, blend the values (weights @ values)"
-            if _close(result, values.mean(dim=0)):
-                return "your result is the plain mean of the values: weight each value by its softmax weight"
-            return "your weights are right but result is not weights @ values (the weighted sum of the values)"
+            return hint
+    return None
+
+
+def _soft_lookup_weights_hint(weights: torch.Tensor, want_w: torch.Tensor, scores: torch.Tensor, d: int) -> str | None:
+    """None when ``weights`` ``(S,)`` are softmax(scores); else the hint for the mistake they show."""
+    if _close(weights, want_w):
+        return None
+    if _close(weights, scores):
+        return "your weights are the raw scores keys @ query: pass them through torch.softmax so they sum to 1"
+    if _close(weights, torch.softmax(scores / math.sqrt(d), dim=-1)):
+        return ("your weights are softmax(scores / √d): the √d scaling comes in notebook 02; "
+                "here use softmax(keys @ query)")
+    if _close(weights, F.one_hot(scores.argmax(), scores.shape[0]).to(torch.float32)):
+        return ("your weights are one-hot (1 for the best key, 0 elsewhere): that is the hard look-up; "
+                "use torch.softmax for the soft one")
+    if _close(weights, torch.softmax(-scores, dim=-1)):
+        return "your weights favour the keys LEAST like the query: use softmax(+scores), not softmax(-scores)"
+    if _close(weights, scores / scores.sum()) or _close(weights, scores.abs() / scores.abs().sum()):
+        return ("you divided the scores by their sum: that is not a softmax (scores can be negative); "
+                "use torch.softmax(scores, dim=-1), which takes exp first")
+    total = float(weights.double().sum())
+    if not abs(total - 1.0) < 1e-4:
+        return f"your weights sum to {total:.3g}, not 1: did you apply torch.softmax?"
+    return ("your weights sum to 1 but differ from softmax(keys @ query): score each key by its dot product "
+            "with the query")
+
+
+def _soft_lookup_result_hint(result: object, expected: tuple, keys: torch.Tensor, values: torch.Tensor,
+                             case: str) -> str | None:
+    """None when ``result`` is ``weights @ values`` ``(d_v,)`` (``expected`` = (weights, result)); else a hint."""
+    want_w, want_r = expected
+    (S, d), d_v = keys.shape, values.shape[1]
+    if isinstance(result, torch.Tensor) and tuple(result.shape) == (S, d_v):
+        return (
+            f"result has shape {(S, d_v)}: you weighted each value but did not add them up; "
+            f"the blend is one vector of shape ({d_v},), e.g. weights @ values"
+        )
+    if d_v != d and isinstance(result, torch.Tensor) and _close(result, want_w @ keys):
+        return "your result blends the keys: keys are only for matching, blend the values (weights @ values)"
+    hint = _shape_hint("result", result, (d_v,), "(d_v,)", f"for {case}")
+    if hint:
+        return hint + ": one blended value"
+    if not _close(result, want_r):
+        if d_v == d and _close(result, want_w @ keys):
+            return "your result blends the keys: keys are only for matching, blend the values (weights @ values)"
+        if _close(result, values.mean(dim=0)):
+            return "your result is the plain mean of the values: weight each value by its softmax weight"
+        return "your weights are right but result is not weights @ values (the weighted sum of the values)"
     return None

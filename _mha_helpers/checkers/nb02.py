@@ -59,44 +59,55 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
         hint = _shape_hint("your weights", got, expected.shape, context=f"for scores of shape {tuple(scores.shape)}")
         if hint:
             return hint + ": softmax keeps the shape"
-        got = got.double()
-        bad_rows = ~torch.isfinite(got).all(dim=-1)  # (...,): rows with a NaN or inf
-        if bool(bad_rows.any()):
-            row_max = scores.max(dim=-1).values  # (...,)
-            row_min = scores.min(dim=-1).values
-            if bool((row_min[bad_rows] > 80).any()):
-                return (
-                    "NaN or inf for large scores such as [1000, 1001, 1002]: exp(1000) overflows to inf and "
-                    "inf / inf = NaN. Subtract each row's maximum before exp: it does not change the result"
-                )
-            if bool(((row_max - row_min)[bad_rows] > 160).any()):
-                return (
-                    "NaN or inf for a row like [-1000, 0, 1000]: whatever you subtracted (the row's minimum? its "
-                    "mean?) still leaves exp(1000) or more. Subtract the row's MAXIMUM, "
-                    "scores.max(dim=-1, keepdim=True).values: then every exponent is <= 0"
-                )
-            return (
-                "NaN or inf in a row of ordinary scores when another row holds large ones: you subtracted a maximum "
-                "that is not this row's own (ONE maximum for the whole tensor, or one per column); subtract each "
-                "row's own, scores.max(dim=-1, keepdim=True).values"
-            )
-        if _close(got, expected):
-            continue
-        if not _sums_to_one(got, -1):
-            for dim in range(scores.dim() - 1):
-                if _sums_to_one(got, dim):
-                    return (f"softmax over the wrong dim: rows do not sum to 1 (your sums over dim={dim} do); "
-                            "normalise over the last dim, dim=-1")
-            first = float(got.sum(dim=-1).flatten()[0])
-            if abs(float(got.sum()) - 1.0) < 1e-4:
-                return ("the whole tensor sums to 1, not each row: take the sum over the last dim only, "
-                        ".sum(dim=-1, keepdim=True)")
-            return (
-                f"rows do not sum to 1 (the first sums to {first:.3g}): divide exp(scores) by its row sum, "
-                "taken with dim=-1, keepdim=True"
-            )
-        return "each row sums to 1 but the values differ from softmax: weight_j = exp(s_j) / Σ_k exp(s_k)"
+        hint = _softmax_overflow_hint(got.double(), scores) or _softmax_values_hint(got.double(), scores, expected)
+        if hint:
+            return hint
     return None
+
+
+def _softmax_overflow_hint(got: torch.Tensor, scores: torch.Tensor) -> str | None:
+    """Why some rows of the student's softmax hold NaN or inf (which subtraction was missing); None if none do."""
+    bad_rows = ~torch.isfinite(got).all(dim=-1)  # (...,): rows with a NaN or inf
+    if not bool(bad_rows.any()):
+        return None
+    row_max = scores.max(dim=-1).values  # (...,)
+    row_min = scores.min(dim=-1).values
+    if bool((row_min[bad_rows] > 80).any()):
+        return (
+            "NaN or inf for large scores such as [1000, 1001, 1002]: exp(1000) overflows to inf and "
+            "inf / inf = NaN. Subtract each row's maximum before exp: it does not change the result"
+        )
+    if bool(((row_max - row_min)[bad_rows] > 160).any()):
+        return (
+            "NaN or inf for a row like [-1000, 0, 1000]: whatever you subtracted (the row's minimum? its "
+            "mean?) still leaves exp(1000) or more. Subtract the row's MAXIMUM, "
+            "scores.max(dim=-1, keepdim=True).values: then every exponent is <= 0"
+        )
+    return (
+        "NaN or inf in a row of ordinary scores when another row holds large ones: you subtracted a maximum "
+        "that is not this row's own (ONE maximum for the whole tensor, or one per column); subtract each "
+        "row's own, scores.max(dim=-1, keepdim=True).values"
+    )
+
+
+def _softmax_values_hint(got: torch.Tensor, scores: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """None when finite ``got`` is the softmax of ``scores`` over the last dim; else which normalisation went wrong."""
+    if _close(got, expected):
+        return None
+    if not _sums_to_one(got, -1):
+        for dim in range(scores.dim() - 1):
+            if _sums_to_one(got, dim):
+                return (f"softmax over the wrong dim: rows do not sum to 1 (your sums over dim={dim} do); "
+                        "normalise over the last dim, dim=-1")
+        first = float(got.sum(dim=-1).flatten()[0])
+        if abs(float(got.sum()) - 1.0) < 1e-4:
+            return ("the whole tensor sums to 1, not each row: take the sum over the last dim only, "
+                    ".sum(dim=-1, keepdim=True)")
+        return (
+            f"rows do not sum to 1 (the first sums to {first:.3g}): divide exp(scores) by its row sum, "
+            "taken with dim=-1, keepdim=True"
+        )
+    return "each row sums to 1 but the values differ from softmax: weight_j = exp(s_j) / Σ_k exp(s_k)"
 
 
 @exercise_checker("Exercise 2.2: scaled dot-product attention")

@@ -194,70 +194,85 @@ def check_masked_attention(fn: Callable) -> str | None:
         key = torch.randn(*lead, S, d_k, generator=g) * 1.5
         value = torch.randn(*lead, S, d_v, generator=g)
         want_out, want_w = scaled_dot_product_attention(query, key, value, attn_mask=mask)
-        full = mask.expand(want_w.shape)  # (..., L, S): the mask every score sees
         with _describe_case(what):
             got = _call_student(fn, query.clone(), key.clone(), value.clone(), mask.clone())
         hint = _pair_hint(got, "output, weights", (want_out.shape, want_w.shape))
         if hint:
             return hint
         output, weights = (_as_tensor(t) for t in got)
+        full = mask.expand(want_w.shape)  # (..., L, S): the mask every score sees
         hint = (_shape_hint("weights", weights, want_w.shape, "(..., L, S)", f"for {what}")
-                or _shape_hint("output", output, want_out.shape, "(..., L, d_v)", f"for {what}"))
+                or _shape_hint("output", output, want_out.shape, "(..., L, d_v)", f"for {what}")
+                or _masked_nan_hint(weights, output, full, what)
+                or _masked_values_hint(weights, output, (query, key, value, mask), (want_w, want_out)))
         if hint:
             return hint
-        w = weights.double()
-        dead = ~full.any(dim=-1)  # (..., L): queries with no key to look at
-        everything = full.all(dim=-1)  # (..., L): queries that may look at every key
-        nan_rows = torch.isnan(w).any(dim=-1) | torch.isnan(output.double()).any(dim=-1)  # (..., L)
-        if bool(nan_rows.any()):
-            if bool((nan_rows & dead).any()):
-                idx = tuple(int(t) for t in (nan_rows & dead).nonzero()[0])
-                return (
-                    f"NaN in a row where every key is masked (query {idx[-1]} at batch index {idx[:-1]}, for "
-                    f"{what}): softmax over only -inf is 0/0 = NaN. Find such rows (e.g. "
-                    "~mask.any(dim=-1, keepdim=True)) and give them zero weights and a zero output"
-                )
-            if bool((nan_rows <= everything).all()):
-                return (
-                    "NaN in a row where every key is ALLOWED: is your mask the wrong way round? True means MAY "
-                    "attend here (F.scaled_dot_product_attention's convention), so block where the mask is False"
-                )
-            return f"NaN in your weights or output for rows that do have keys to attend to (for {what})"
-        blocked = w.masked_fill(full, 0.0).sum(dim=-1)  # (..., L): weight put on masked keys
-        some = ~dead & ~everything  # rows with both allowed and blocked keys
-        if bool(some.any()) and bool((blocked[some] > 0.99).all()):
-            return (
-                "your mask is the wrong way round: your weights go to the MASKED keys. True means MAY attend here "
-                "(F.scaled_dot_product_attention's convention; nn.MultiheadAttention's is the opposite)"
-            )
-        if bool(dead.any()) and _close(w[dead], torch.full_like(w[dead], 1.0 / S), rtol=0.0, atol=1e-4):
-            return (
-                f"a fully masked row got uniform weights 1/S = {1 / S:.3g} instead of zeros: with -1e9 (or "
-                "finfo.min) every score of that row is the same number, so softmax spreads evenly over keys it must "
-                "not see. Give those rows zero weights"
-            )
-        scores = query @ key.transpose(-2, -1) / d_k**0.5  # (..., L, S)
-        if _close(weights, _masked_softmax_variant(scores, full, "after softmax")):
-            return ("you zeroed the masked weights AFTER the softmax, so the others no longer sum to 1: mask the "
-                    "scores before the softmax (masked_fill(~mask, float('-inf')))")
-        if bool((w[dead].abs() > 1e-6).any()):
-            return "a row whose keys are all masked must get zero weights (and a zero output)"
-        if bool((blocked > 1e-6).any()):
-            return "some weight goes to masked keys: set their scores to -inf before the softmax"
-        if _close(weights, scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=1.0)[1]):
-            return ("missing the 1/√d_k scale: divide the scores by query.shape[-1] ** 0.5 before masking and "
-                    "softmax")
-        if not _close(weights, want_w):
-            return "masked keys get 0, but the other weights differ from softmax(Q Kᵀ / √d_k) over the allowed keys"
-        if not _close(output, want_out):
-            if bool((output.double()[dead].abs() > 1e-6).any()):
-                return "the weights are right, but a fully masked row's output should be zeros"
-            return "the weights are right but the output is not weights @ value"
-        if bool(dead.any()) and _gradients_are_finite(fn, query, key, value, mask) is False:
+        if bool((~full.any(dim=-1)).any()) and _gradients_are_finite(fn, query, key, value, mask) is False:
             return (
                 "the outputs are right, but the GRADIENTS are NaN: the softmax of a row of only -inf is NaN, and "
                 "replacing it afterwards (nan_to_num, torch.where, masked_fill on the weights) does not stop the NaN "
                 "flowing back in training. Give fully masked rows finite scores BEFORE the softmax (e.g. "
                 "scores.masked_fill(dead, 0.0)), then zero their weights"
             )
+    return None
+
+
+def _masked_nan_hint(weights: torch.Tensor, output: torch.Tensor, full: torch.Tensor, what: str) -> str | None:
+    """Where the student's weights or output hold NaN, why; None when they hold none. ``full`` ``(..., L, S)``."""
+    dead = ~full.any(dim=-1)  # (..., L): queries with no key to look at
+    everything = full.all(dim=-1)  # (..., L): queries that may look at every key
+    nan_rows = torch.isnan(weights.double()).any(dim=-1) | torch.isnan(output.double()).any(dim=-1)  # (..., L)
+    if not bool(nan_rows.any()):
+        return None
+    if bool((nan_rows & dead).any()):
+        idx = tuple(int(t) for t in (nan_rows & dead).nonzero()[0])
+        return (
+            f"NaN in a row where every key is masked (query {idx[-1]} at batch index {idx[:-1]}, for "
+            f"{what}): softmax over only -inf is 0/0 = NaN. Find such rows (e.g. "
+            "~mask.any(dim=-1, keepdim=True)) and give them zero weights and a zero output"
+        )
+    if bool((nan_rows <= everything).all()):
+        return (
+            "NaN in a row where every key is ALLOWED: is your mask the wrong way round? True means MAY "
+            "attend here (F.scaled_dot_product_attention's convention), so block where the mask is False"
+        )
+    return f"NaN in your weights or output for rows that do have keys to attend to (for {what})"
+
+
+def _masked_values_hint(weights: torch.Tensor, output: torch.Tensor, inputs: tuple, expected: tuple) -> str | None:
+    """A hint for finite weights/output that differ from the reference (each common mistake by its own hint)."""
+    query, key, value, mask = inputs
+    want_w, want_out = expected
+    full = mask.expand(want_w.shape)  # (..., L, S)
+    w, S, d_k = weights.double(), full.shape[-1], query.shape[-1]
+    dead, everything = ~full.any(dim=-1), full.all(dim=-1)  # (..., L) each
+    blocked = w.masked_fill(full, 0.0).sum(dim=-1)  # (..., L): weight put on masked keys
+    some = ~dead & ~everything  # rows with both allowed and blocked keys
+    if bool(some.any()) and bool((blocked[some] > 0.99).all()):
+        return (
+            "your mask is the wrong way round: your weights go to the MASKED keys. True means MAY attend here "
+            "(F.scaled_dot_product_attention's convention; nn.MultiheadAttention's is the opposite)"
+        )
+    if bool(dead.any()) and _close(w[dead], torch.full_like(w[dead], 1.0 / S), rtol=0.0, atol=1e-4):
+        return (
+            f"a fully masked row got uniform weights 1/S = {1 / S:.3g} instead of zeros: with -1e9 (or "
+            "finfo.min) every score of that row is the same number, so softmax spreads evenly over keys it must "
+            "not see. Give those rows zero weights"
+        )
+    scores = query @ key.transpose(-2, -1) / d_k**0.5  # (..., L, S)
+    if _close(weights, _masked_softmax_variant(scores, full, "after softmax")):
+        return ("you zeroed the masked weights AFTER the softmax, so the others no longer sum to 1: mask the "
+                "scores before the softmax (masked_fill(~mask, float('-inf')))")
+    if bool((w[dead].abs() > 1e-6).any()):
+        return "a row whose keys are all masked must get zero weights (and a zero output)"
+    if bool((blocked > 1e-6).any()):
+        return "some weight goes to masked keys: set their scores to -inf before the softmax"
+    if _close(weights, scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=1.0)[1]):
+        return "missing the 1/√d_k scale: divide the scores by query.shape[-1] ** 0.5 before masking and softmax"
+    if not _close(weights, want_w):
+        return "masked keys get 0, but the other weights differ from softmax(Q Kᵀ / √d_k) over the allowed keys"
+    if not _close(output, want_out):
+        if bool((output.double()[dead].abs() > 1e-6).any()):
+            return "the weights are right, but a fully masked row's output should be zeros"
+        return "the weights are right but the output is not weights @ value"
     return None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..maths.attention import merge_heads, split_heads
-from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _random_linear, _shape_hint, exercise_checker
 
 _VIEW_HINT = (
     "view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to each other in "
@@ -111,15 +111,6 @@ def _mha_forward_variant(
     if not use_W_o:
         return merged
     return W_o(merged) if bias else merged @ W_o.weight.T
-
-
-def _random_linear(d_in: int, d_out: int, g: torch.Generator) -> nn.Linear:
-    """An nn.Linear with seeded random weights and biases, leaving torch's global random state alone."""
-    lin = nn.utils.skip_init(nn.Linear, d_in, d_out)  # no initialisation, so the global RNG is not used
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(d_out, d_in, generator=g) / math.sqrt(d_in))
-        lin.bias.copy_(torch.randn(d_out, generator=g) * 0.1)
-    return lin
 
 
 @exercise_checker("Exercise 5.2: the whole multi-head attention forward")

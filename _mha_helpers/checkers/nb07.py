@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..maths.attention import causal_mask, padding_mask
-from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
-from .nb05 import _random_linear
+from .core import _call_student, _close, _describe_case, _random_linear, _shape_hint, exercise_checker
 
 
 def _pre_norm_variants(x, norm, sublayer) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..experiments.induction import _scores_from_maps, repeated_sequences
+from ..experiments.induction import repeated_sequences, scores_from_maps
 from .core import _call_student, _matches, _shape_hint, exercise_checker
 
 
@@ -25,7 +25,7 @@ def check_previous_token_score(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
     """Check ``fn(weights (batch, heads, L, L)) -> (heads,)``: the mean weight query ``i`` puts on key ``i - 1``,
     over the batch and the queries ``i = 1 .. L-1``."""
     for weights, tokens in _cases(1201):
-        expected = _scores_from_maps(weights[:, None], tokens, "previous")[0]  # (1, heads) -> (heads,)
+        expected = scores_from_maps(weights[:, None], tokens, "previous")[0]  # (1, heads) -> (heads,)
         got = _call_student(fn, weights.clone())
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (weights.shape[0],) != tuple(expected.shape):
             return "your result has one number per sequence (batch,): average over the batch too, keep the heads"
@@ -49,7 +49,7 @@ def check_induction_score(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     definition: for each query whose token appeared before, the total weight on the keys ``j <= i`` with
     ``tokens[j - 1] == tokens[i]``, averaged over those queries and the batch."""
     for weights, tokens in _cases(1202):
-        expected = _scores_from_maps(weights[:, None], tokens, "induction")[0]  # (heads,)
+        expected = scores_from_maps(weights[:, None], tokens, "induction")[0]  # (heads,)
         got = _call_student(fn, weights.clone(), tokens.clone())
         hint = _shape_hint("your result", got, expected.shape)
         if hint:

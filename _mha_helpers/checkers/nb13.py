@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..lessons.audit import audit
-from ..lessons.audit_probes import _attr
-from ..lessons.bug_zoo import _build
+from ..lessons.audit_probes import positive_int_attr
+from ..lessons.bug_zoo import build_implementation
 from .core import _call_student, exercise_checker
 
 
@@ -29,8 +29,8 @@ def _first_call(implementation: object, kind: str) -> tuple[object, str | None]:
         return implementation, None
     if not (isinstance(implementation, type) and issubclass(implementation, nn.Module)):
         return None, f"pass the class itself (an nn.Module subclass), got {type(implementation).__name__}"
-    module = _call_student(_build, implementation)  # built with its default arguments and fixed weights
-    d_model = _attr(module, ("d_model", "n_embd", "embed_dim")) or 32
+    module = _call_student(build_implementation, implementation)  # built with its default arguments and fixed weights
+    d_model = positive_int_attr(module, ("d_model", "n_embd", "embed_dim")) or 32
     with torch.no_grad():
         _call_student(module, torch.randn(2, 6, d_model, generator=g))  # x: (batch, seq, d_model)
     return module, None

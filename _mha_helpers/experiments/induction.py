@@ -19,26 +19,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import _OneThread
+from ..common import OneThread
 from ..maths.mha import MultiHeadAttention
-from ..validation import check_bool, check_positive_int
+from ..validation import (
+    check_axes,
+    check_bool,
+    check_generator,
+    check_instance,
+    check_int_list,
+    check_learning_rate,
+    check_list,
+    check_positive_int,
+    check_seed,
+    check_token_ids,
+)
 from .lookup import heads_switched_off, lookup_letters
 
 #: The shortest and longest segment of :func:`repeated_sequences` (both included).
 PERIOD_RANGE: tuple[int, int] = (3, 8)
-
-
-def check_tokens(tokens: object, vocab_size: int | None = None) -> torch.Tensor:
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
-        got = f"{tokens.dtype} tensor of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
-            tokens).__name__
-        raise TypeError(f"tokens must be a (batch, seq) tensor of token ids (torch.long), got {got}")
-    if tokens.shape[0] == 0 or tokens.shape[1] < 2:
-        raise ValueError(f"tokens needs at least one sequence of at least 2 positions, got shape {tuple(tokens.shape)}")
-    if vocab_size is not None and (bool((tokens < 0).any()) or bool((tokens >= vocab_size).any())):
-        raise ValueError(f"token ids must be in 0..{vocab_size - 1}, got ids from {int(tokens.min())} to "
-                         f"{int(tokens.max())}")
-    return tokens
 
 
 def repeated_sequences(
@@ -62,8 +60,7 @@ def repeated_sequences(
     if vocab_size < most:
         raise ValueError(f"vocab_size must be at least {most} (the tokens of all segments of a {seq_len}-token "
                          f"sequence differ), got vocab_size={vocab_size}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator("generator", generator)
     count = seq_len // (2 * low) + 1  # enough segments to fill seq_len
     lengths = torch.randint(low, high + 1, (batch, count), generator=generator)  # (batch, segments)
     distinct = torch.rand(batch, vocab_size, generator=generator).argsort(dim=-1)  # (batch, vocab): a permutation
@@ -84,7 +81,7 @@ def occurrence_masks(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     token can be read off the earlier copy. A prediction whose target appeared before but whose current token is
     new (the first token of a second copy) is in neither: nothing announces that the repeat begins.
     """
-    check_tokens(tokens)
+    check_token_ids("tokens", tokens, min_len=2)
     same = tokens[:, :, None] == tokens[:, None, :]  # (batch, seq, seq): tokens[i] == tokens[j]
     earlier = torch.ones_like(same[0]).tril(-1)  # (seq, seq): j < i
     seen = (same & earlier).any(dim=-1)  # (batch, seq): tokens[i] appeared before position i
@@ -118,7 +115,7 @@ class InductionModel(nn.Module):
         return self.layers[0].num_heads
 
     def forward(self, tokens: torch.Tensor, return_weights: bool = False):
-        check_tokens(tokens, self.vocab_size)
+        check_token_ids("tokens", tokens, self.vocab_size, min_len=2)
         check_bool("return_weights", return_weights)
         seq = tokens.shape[1]
         if seq > self.seq_len:
@@ -139,14 +136,14 @@ class InductionModel(nn.Module):
 
 def induction_maps(model: InductionModel, tokens: torch.Tensor) -> torch.Tensor:
     """Every head's attention on ``tokens (batch, seq)``: ``(batch, num_layers, num_heads, seq, seq)``."""
-    if not isinstance(model, InductionModel):
-        raise TypeError(f"model must be an InductionModel, got {type(model).__name__}")
-    with _OneThread(), torch.no_grad():
+    check_instance("model", model, InductionModel, "an InductionModel")
+    with OneThread(), torch.no_grad():
         return model(tokens, return_weights=True)[1]
 
 
-def _scores_from_maps(maps: torch.Tensor, tokens: torch.Tensor, kind: str) -> torch.Tensor:
-    """``maps (batch, layers, heads, L, L)`` -> ``(layers, heads)``; see the two public functions."""
+def scores_from_maps(maps: torch.Tensor, tokens: torch.Tensor, kind: str) -> torch.Tensor:
+    """Every head's score from its maps ``(batch, layers, heads, L, L)`` on ``tokens (batch, L)`` -> ``(layers, heads)``:
+    ``kind="previous"`` as :func:`previous_token_scores`, ``"induction"`` as :func:`induction_scores` (no checks)."""
     L = maps.shape[-1]
     if kind == "previous":
         i = torch.arange(1, L)  # queries with a previous token
@@ -169,8 +166,8 @@ def previous_token_scores(model: InductionModel, tokens: torch.Tensor) -> torch.
     The mean weight query ``i`` puts on key ``i - 1``, over the sequences ``tokens (batch, seq)`` and the queries
     ``i = 1 .. seq-1``. 1.0 means the head always looks exactly one position back.
     """
-    check_tokens(tokens)
-    return _scores_from_maps(induction_maps(model, tokens), tokens, "previous")
+    check_token_ids("tokens", tokens, min_len=2)
+    return scores_from_maps(induction_maps(model, tokens), tokens, "previous")
 
 
 def induction_scores(model: InductionModel, tokens: torch.Tensor) -> torch.Tensor:
@@ -181,24 +178,24 @@ def induction_scores(model: InductionModel, tokens: torch.Tensor) -> torch.Tenso
     which hold the token that comes next. Averaged over the sequences ``tokens (batch, seq)`` and the queries that
     have such a key (the others have nothing to find).
     """
-    check_tokens(tokens)
-    return _scores_from_maps(induction_maps(model, tokens), tokens, "induction")
+    check_token_ids("tokens", tokens, min_len=2)
+    return scores_from_maps(induction_maps(model, tokens), tokens, "induction")
 
 
 def induction_test_set(num_sequences: int = 256, seq_len: int = 24, vocab_size: int = 20) -> torch.Tensor:
     """The fixed held-out sequences every measurement uses: ``(num_sequences, seq_len)`` (seed 12345, which no
     training run uses)."""
+    check_positive_int("num_sequences", num_sequences)
     return repeated_sequences(num_sequences, seq_len, vocab_size, torch.Generator().manual_seed(12345))
 
 
 def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) -> torch.Tensor:
     """The one sequence the maps show: segments of the given ``lengths``, each said twice, ``(1, 2 * sum(lengths))``
     (with the defaults 24 tokens: 5 + 5, 3 + 3, 4 + 4; all different tokens, drawn with a fixed seed)."""
-    lengths = list(lengths)
-    for value in lengths:
-        check_positive_int("lengths", value)
+    lengths = check_int_list("lengths", lengths, minimum=1, allow_empty=False, what="a non-empty list of segment "
+                             "lengths (ints >= 1), e.g. [5, 3, 4]")
     check_positive_int("vocab_size", vocab_size)
-    if not lengths or sum(lengths) > vocab_size:
+    if sum(lengths) > vocab_size:
         raise ValueError(f"lengths must be a non-empty list of segment lengths adding up to at most vocab_size="
                          f"{vocab_size}, got {lengths}")
     distinct = torch.randperm(vocab_size, generator=torch.Generator().manual_seed(7)).tolist()
@@ -212,6 +209,7 @@ def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) 
 
 def induction_letters(tokens: torch.Tensor) -> list[str]:
     """Letters for one sequence's token ids: ``(seq,)`` or ``(1, seq)`` -> ``["C", "K", ...]``."""
+    check_token_ids("tokens", tokens.reshape(1, -1) if isinstance(tokens, torch.Tensor) else tokens, 26)
     flat = tokens.reshape(-1)  # (1, seq) -> (seq,)
     letters = lookup_letters(max(int(flat.max()) + 1, 1))
     return [letters[int(t)] for t in flat]
@@ -225,18 +223,17 @@ def occurrence_losses(
     On :func:`induction_test_set` unless ``tokens`` is given. ``heads_off`` lists ``(layer, head)`` pairs to switch off
     for the measurement (:func:`heads_switched_off` on ``model.layers[layer]``).
     """
-    if not isinstance(model, InductionModel):
-        raise TypeError(f"model must be an InductionModel, got {type(model).__name__}")
+    check_instance("model", model, InductionModel, "an InductionModel")
     tokens = induction_test_set(seq_len=model.seq_len, vocab_size=model.vocab_size) if tokens is None else tokens
-    check_tokens(tokens, model.vocab_size)
-    pairs = list(heads_off)
+    check_token_ids("tokens", tokens, model.vocab_size, min_len=2)
+    rule = f"a list of (layer, head) pairs with layer in 0..{model.num_layers - 1}, e.g. [(0, 2)]"
+    pairs = check_list("heads_off", heads_off, tuple, rule)
     for pair in pairs:
-        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, int) for v in pair)
-                and 0 <= pair[0] < model.num_layers):
-            raise ValueError(f"heads_off must list (layer, head) pairs with layer in 0..{model.num_layers - 1}, "
-                             f"e.g. [(0, 2)], got {pair!r}")
+        check_list("heads_off", pair, int, rule)  # each pair holds two ints; heads_switched_off checks the head
+        if len(pair) != 2 or not 0 <= pair[0] < model.num_layers:
+            raise ValueError(f"heads_off must be {rule}, got the pair {pair!r}")
     first, repeated = occurrence_masks(tokens)  # (batch, seq-1) each
-    with _OneThread(), torch.no_grad(), contextlib.ExitStack() as stack:
+    with OneThread(), torch.no_grad(), contextlib.ExitStack() as stack:
         for layer, head in pairs:
             stack.enter_context(heads_switched_off(model.layers[layer], head))
         logits = model(tokens)[:, :-1]  # (batch, seq-1, vocab): the predictions that have a target
@@ -268,6 +265,22 @@ class InductionHistory:
                 f"maps {tuple(self.maps.shape)})")
 
 
+def _take_snapshot(model: InductionModel, step: int, history: InductionHistory, evaluation: torch.Tensor,
+                   snapshots: dict[str, list[torch.Tensor]]) -> None:
+    """Record where ``model`` stands at ``step``: the losses on ``evaluation`` in ``history``; both scores on it and
+    every head's map on ``history.example`` in ``snapshots`` (stacked into ``history`` when training ends)."""
+    model.eval()
+    losses = occurrence_losses(model, tokens=evaluation)
+    w = induction_maps(model, evaluation)  # (256, layers, heads, seq, seq)
+    history.steps.append(step)
+    history.first_loss.append(losses["first"])
+    history.repeated_loss.append(losses["repeated"])
+    snapshots["previous"].append(scores_from_maps(w, evaluation, "previous"))  # (layers, heads)
+    snapshots["induction"].append(scores_from_maps(w, evaluation, "induction"))  # (layers, heads)
+    snapshots["maps"].append(induction_maps(model, history.example)[0])  # (layers, heads, seq, seq)
+    model.train()
+
+
 def train_induction_model(
     seed: int = 0,
     num_layers: int = 2,
@@ -289,13 +302,11 @@ def train_induction_model(
     so the caller's random state is untouched; the data from its own generator) and training runs on one CPU
     thread, so a seed gives bit-identical results at any ``OMP_NUM_THREADS``. ``progress`` shows a tqdm bar.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
+    check_seed("seed", seed)
     for name, value in (("num_layers", num_layers), ("steps", steps), ("batch_size", batch_size),
                         ("snapshot_every", snapshot_every)):
         check_positive_int(name, value)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
-        raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.01, got lr={lr!r}")
+    check_learning_rate("lr", lr)
     check_bool("progress", progress)
     repeated_sequences(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size
     with torch.random.fork_rng(devices=[]):
@@ -304,27 +315,13 @@ def train_induction_model(
 
     data = torch.Generator().manual_seed(20_000 + seed)
     evaluation = induction_test_set(256, seq_len, vocab_size)  # (256, seq)
-    example = induction_example(vocab_size=vocab_size)[:, :seq_len]  # (1, seq)
-    history = InductionHistory(example=example)
-    prev, induct, maps = [], [], []
-
-    def snapshot(step: int) -> None:
-        model.eval()
-        losses = occurrence_losses(model, tokens=evaluation)
-        w = induction_maps(model, evaluation)  # (256, layers, heads, seq, seq)
-        history.steps.append(step)
-        history.first_loss.append(losses["first"])
-        history.repeated_loss.append(losses["repeated"])
-        prev.append(_scores_from_maps(w, evaluation, "previous"))
-        induct.append(_scores_from_maps(w, evaluation, "induction"))
-        maps.append(induction_maps(model, example)[0])  # (layers, heads, seq, seq)
-        model.train()
-
-    with _OneThread(), torch.random.fork_rng(devices=[]):
+    history = InductionHistory(example=induction_example(vocab_size=vocab_size)[:, :seq_len])  # example: (1, seq)
+    snapshots: dict[str, list[torch.Tensor]] = {"previous": [], "induction": [], "maps": []}
+    with OneThread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = InductionModel(vocab_size, seq_len, d_model, num_heads, num_layers)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
-        snapshot(0)
+        _take_snapshot(model, 0, history, evaluation, snapshots)
         bar = tqdm(range(1, steps + 1), desc=f"{num_layers}-layer model", disable=not progress, leave=True)
         for step in bar:
             tokens = repeated_sequences(batch_size, seq_len, vocab_size, generator=data)  # (batch, seq)
@@ -335,10 +332,11 @@ def train_induction_model(
             optimizer.step()
             history.train_loss.append(loss.item())
             if step % snapshot_every == 0 or step == steps:
-                snapshot(step)
+                _take_snapshot(model, step, history, evaluation, snapshots)
                 bar.set_postfix(first=f"{history.first_loss[-1]:.2f}", repeated=f"{history.repeated_loss[-1]:.2f}")
-    history.previous_token, history.induction = torch.stack(prev), torch.stack(induct)  # (n, layers, heads)
-    history.maps = torch.stack(maps)  # (n, layers, heads, seq, seq)
+    history.previous_token = torch.stack(snapshots["previous"])  # (n, layers, heads)
+    history.induction = torch.stack(snapshots["induction"])  # (n, layers, heads)
+    history.maps = torch.stack(snapshots["maps"])  # (n, layers, heads, seq, seq)
     return model.eval(), history
 
 
@@ -346,12 +344,13 @@ def circuit_heads(model: InductionModel, tokens: torch.Tensor | None = None) -> 
     """The heads of the circuit: ``{"previous": h0, "induction": h1}``, the layer-0 head with the highest
     :func:`previous_token_scores` and the layer-1 head with the highest :func:`induction_scores` (on the
     evaluation set unless ``tokens`` is given)."""
-    if not isinstance(model, InductionModel) or model.num_layers < 2:
-        raise ValueError("circuit_heads needs an InductionModel with at least 2 layers")
+    check_instance("model", model, InductionModel, "an InductionModel")
+    if model.num_layers < 2:
+        raise ValueError(f"model must have at least 2 layers for a circuit, got num_layers={model.num_layers}")
     tokens = induction_test_set(seq_len=model.seq_len, vocab_size=model.vocab_size) if tokens is None else tokens
     w = induction_maps(model, tokens)
-    return {"previous": int(_scores_from_maps(w, tokens, "previous")[0].argmax()),
-            "induction": int(_scores_from_maps(w, tokens, "induction")[1].argmax())}
+    return {"previous": int(scores_from_maps(w, tokens, "previous")[0].argmax()),
+            "induction": int(scores_from_maps(w, tokens, "induction")[1].argmax())}
 
 
 def induction_ablation(model: InductionModel) -> dict[tuple[int, int] | None, dict[str, float]]:
@@ -374,6 +373,10 @@ def plot_occurrence_losses(two_layers: InductionHistory, one_layer: InductionHis
     Returns the ``Axes``."""
     import matplotlib.pyplot as plt
 
+    check_instance("two_layers", two_layers, InductionHistory, "an InductionHistory (from train_induction_model)")
+    check_instance("one_layer", one_layer, InductionHistory, "an InductionHistory", allow_none=True)
+    check_positive_int("vocab_size", vocab_size)
+    check_axes("ax", ax)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
     ax.plot(two_layers.steps, two_layers.first_loss, color="tab:grey", lw=2, label="2 layers: first occurrences")
@@ -397,7 +400,8 @@ def plot_head_scores(history: InductionHistory):
     score (:func:`previous_token_scores`, :func:`induction_scores` on the evaluation set). Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    if history.previous_token.shape[1] < 2:
+    check_instance("history", history, InductionHistory, "an InductionHistory (from train_induction_model)")
+    if history.previous_token.dim() != 3 or history.previous_token.shape[1] < 2:
         raise ValueError("plot_head_scores needs the history of a model with 2 layers")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, scores, layer, what in ((axes[0], history.previous_token, 0, "previous-token score"),
@@ -415,7 +419,7 @@ def plot_head_scores(history: InductionHistory):
     return fig
 
 
-def _draw_map(ax, w: torch.Tensor, labels: Sequence[str], title: str, outline: torch.Tensor | None = None,
+def draw_map(ax, w: torch.Tensor, labels: Sequence[str], title: str, outline: torch.Tensor | None = None,
               ticks: bool = True) -> None:
     """One head's ``(L, L)`` map on ``ax``: queries down, keys across, 0..1 colour scale, cells outlined."""
     from matplotlib.patches import Rectangle
@@ -452,15 +456,16 @@ def plot_circuit_maps(model: InductionModel, tokens: torch.Tensor | None = None)
     (the key right after the earlier copy of the query's token) look. Returns the Figure."""
     import matplotlib.pyplot as plt
 
+    check_instance("model", model, InductionModel, "an InductionModel")
     tokens = induction_example(vocab_size=model.vocab_size)[:, :model.seq_len] if tokens is None else tokens
-    check_tokens(tokens, model.vocab_size)
+    check_token_ids("tokens", tokens, model.vocab_size, min_len=2)
     heads = circuit_heads(model)
     maps = induction_maps(model, tokens[:1])[0]  # (layers, heads, L, L)
     labels = induction_letters(tokens[:1])
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
-    _draw_map(axes[0], maps[0, heads["previous"]], labels, f"layer 0, head {heads['previous']}: previous-token head",
+    draw_map(axes[0], maps[0, heads["previous"]], labels, f"layer 0, head {heads['previous']}: previous-token head",
               _targets(tokens[:1], "previous"))
-    _draw_map(axes[1], maps[1, heads["induction"]], labels, f"layer 1, head {heads['induction']}: induction head",
+    draw_map(axes[1], maps[1, heads["induction"]], labels, f"layer 1, head {heads['induction']}: induction head",
               _targets(tokens[:1], "induction"))
     fig.suptitle("The two heads of the circuit after training (red boxes: where each must look)")
     fig.tight_layout()
@@ -473,6 +478,12 @@ def plot_snapshot_strip(history: InductionHistory, steps: Sequence[int] | None =
     the heads with the highest final scores). Returns the Figure."""
     import matplotlib.pyplot as plt
 
+    check_instance("history", history, InductionHistory, "an InductionHistory (from train_induction_model)")
+    if steps is not None:
+        check_int_list("steps", steps)
+    check_instance("heads", heads, dict, "circuit_heads' dict {'previous': head, 'induction': head}", allow_none=True)
+    if heads is not None and not {"previous", "induction"} <= set(heads):
+        raise ValueError(f"heads must be circuit_heads' dict {{'previous': head, 'induction': head}}, got {heads!r}")
     steps = list(steps) if steps is not None else [history.steps[round(k * (len(history.steps) - 1) / 4)]
                                                    for k in range(5)]
     missing = [s for s in steps if s not in history.steps]
@@ -487,7 +498,7 @@ def plot_snapshot_strip(history: InductionHistory, steps: Sequence[int] | None =
         k = history.steps.index(step)
         for r, (layer, kind) in enumerate(((0, "previous"), (1, "induction"))):
             title = f"step {step}: loss on repeats {history.repeated_loss[k]:.2f}" if r == 0 else ""
-            _draw_map(axes[r][c], history.maps[k, layer, heads[kind]], labels, title, ticks=False)
+            draw_map(axes[r][c], history.maps[k, layer, heads[kind]], labels, title, ticks=False)
             if c == 0:
                 axes[r][c].set_ylabel(f"L{layer}.H{heads[kind]} ({kind})", fontsize=9)
     fig.suptitle("Training replayed: previous-token head (top) and induction head (bottom)")

@@ -13,10 +13,26 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..common import _OneThread, valid_head_counts
+from ..common import OneThread, valid_head_counts
 from ..figures import plot_heads
+from ..maths.attention import merge_heads, split_heads
 from ..maths.mha import MultiHeadAttention
-from ..validation import check_bool, check_float_tensor, check_positive_int
+from ..validation import (
+    check_axes,
+    check_bool,
+    check_divisible,
+    check_float_tensor,
+    check_fraction,
+    check_head_numbers,
+    check_instance,
+    check_int_list,
+    check_learning_rate,
+    check_positive_int,
+    check_seed,
+    check_str,
+    check_token_ids,
+    check_tokens,
+)
 
 #: The two look-ups of the task, in the order of the targets' last axis.
 LOOKUP_PATTERNS: tuple[str, str] = ("previous", "first")
@@ -41,12 +57,7 @@ def two_lookup_targets(tokens: torch.Tensor) -> torch.Tensor:
     ``tokens[b, 0]``; position 0 has no previous token, so both its targets are ``IGNORE_INDEX`` (-100), which
     ``F.cross_entropy`` skips.
     """
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
-        got = f"{tokens.dtype} tensor of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
-            tokens).__name__
-        raise TypeError(f"tokens must be a (batch, seq) tensor of token ids (torch.long), got {got}")
-    if tokens.shape[1] < 2:
-        raise ValueError(f"tokens must have at least 2 positions (seq >= 2), got shape {tuple(tokens.shape)}")
+    check_token_ids("tokens", tokens, min_len=2)
     previous = torch.full_like(tokens, IGNORE_INDEX)  # (batch, seq)
     previous[:, 1:] = tokens[:, :-1]  # position i gets token i-1
     first = tokens[:, :1].expand_as(tokens).clone()  # (batch, 1) -> (batch, seq): token 0 everywhere
@@ -96,17 +107,11 @@ class TinyLookupModel(nn.Module):
         return self.attn.num_heads
 
     def forward(self, tokens: torch.Tensor, return_weights: bool = False):
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
-            got = f"{tokens.dtype} of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(
-                tokens).__name__
-            raise TypeError(f"tokens must be a (batch, seq) torch.long tensor of token ids, got {got}")
+        check_token_ids("tokens", tokens, self.vocab_size)
         check_bool("return_weights", return_weights)
         batch, seq = tokens.shape
         if seq > self.seq_len:
             raise ValueError(f"tokens has {seq} positions but the model learned only seq_len={self.seq_len}")
-        if bool((tokens < 0).any()) or bool((tokens >= self.vocab_size).any()):
-            raise ValueError(f"token ids must be in 0..{self.vocab_size - 1}, got ids from {int(tokens.min())} "
-                             f"to {int(tokens.max())}")
         positions = torch.arange(seq, device=tokens.device)  # (seq,)
         x = self.token_emb(tokens) + self.pos_emb(positions)  # (batch, seq, d_model) + (seq, d_model)
         out, weights = self.attn(x, need_weights=return_weights, average_attn_weights=False)  # (batch, seq, d_model)
@@ -124,27 +129,19 @@ class heads_switched_off:  # lower-case: used like a function, `with mh.heads_sw
     """
 
     def __init__(self, attn: MultiHeadAttention, heads: int | Sequence[int]) -> None:
-        if not isinstance(attn, MultiHeadAttention):
-            raise TypeError(f"attn must be an mha_helpers.MultiHeadAttention, got {type(attn).__name__}")
-        if isinstance(heads, int) and not isinstance(heads, bool):
-            heads = [heads]
-        elif isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
-            raise TypeError(f"heads must be a head number or a list of them, e.g. [0], got {heads!r}")
-        heads = list(heads)
-        for h in heads:
-            if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < attn.num_heads:
-                raise ValueError(f"heads must be head numbers in 0..{attn.num_heads - 1}, got {h!r}")
-        self.attn, self.heads, self.handle = attn, heads, None
+        check_instance("attn", attn, MultiHeadAttention, "an mha_helpers.MultiHeadAttention")
+        self.attn, self.heads, self.handle = attn, check_head_numbers("heads", heads, attn.num_heads), None
 
     def __enter__(self) -> heads_switched_off:
         attn = self.attn
-        keep = torch.ones(attn.num_heads, 1, device=attn.W_o.weight.device, dtype=attn.W_o.weight.dtype)  # (heads, 1)
+        w = attn.W_o.weight
+        keep = torch.ones(attn.num_heads, 1, 1, device=w.device, dtype=w.dtype)  # (heads, 1, 1)
         keep[self.heads] = 0.0
 
         def zero_heads(module, args):
             (merged,) = args  # (batch, seq, num_heads * head_dim)
-            split = merged.unflatten(-1, (attn.num_heads, attn.head_dim))  # -> (batch, seq, heads, head_dim)
-            return ((split * keep).flatten(-2),)  # switched-off heads -> 0; (batch, seq, heads * head_dim)
+            heads = split_heads(merged, attn.num_heads)  # -> (batch, heads, seq, head_dim)
+            return (merge_heads(heads * keep),)  # switched-off heads -> 0; -> (batch, seq, heads * head_dim)
 
         self.handle = attn.W_o.register_forward_pre_hook(zero_heads)
         return self
@@ -182,13 +179,9 @@ def train_lookup_model(
     check_positive_int("d_model", d_model)
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
-        raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.03, got lr={lr!r}")
-    if d_model % num_heads:
-        raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
-                         f"{', '.join(map(str, valid_head_counts(d_model)))}")
+    check_seed("seed", seed)
+    check_learning_rate("lr", lr, example="0.03")
+    check_divisible(d_model, num_heads, d_name="d_model")
     make_two_lookup_batch(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size first
     check_bool("progress", progress)
     from tqdm.auto import tqdm
@@ -206,7 +199,7 @@ def _train_lookup(num_heads, d_model, seed, steps, batch_size, lr, seq_len, voca
     when it returns True, training stops there. Returns ``(model, losses)``."""
     data = torch.Generator().manual_seed(10_000 + seed)
     losses: list[float] = []
-    with _OneThread(), torch.random.fork_rng(devices=[]):
+    with OneThread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
@@ -250,16 +243,12 @@ def steps_to_solve(
     check_positive_int("max_steps", max_steps)
     check_positive_int("every", every)
     check_positive_int("num_examples", num_examples)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got seed={seed!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
-        raise ValueError(f"lr must be a learning rate between 0 and 1, e.g. 0.03, got lr={lr!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be a fraction in (0, 1], e.g. 0.95, got threshold={threshold!r}")
+    check_seed("seed", seed)
+    check_learning_rate("lr", lr, example="0.03")
+    check_fraction("threshold", threshold)
     check_bool("progress", progress)
-    if d_model % num_heads:
-        raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; valid head counts: "
-                         f"{', '.join(map(str, valid_head_counts(d_model)))}")
+    check_positive_int("d_model", d_model)
+    check_divisible(d_model, num_heads, d_name="d_model")
     curve: list[tuple[int, float]] = []
 
     def check(step: int, model: TinyLookupModel) -> bool:
@@ -291,21 +280,15 @@ def lookup_accuracy(
     look-up would answer both). ``"both"`` counts a position as right only when both look-ups are right.
     ``heads_off`` switches those heads off (see :func:`heads_switched_off`) for the measurement.
     """
-    if not isinstance(model, TinyLookupModel):
-        raise TypeError(f"model must be a TinyLookupModel, got {type(model).__name__}")
+    check_instance("model", model, TinyLookupModel, "a TinyLookupModel (from train_lookup_model)")
     check_positive_int("num_examples", num_examples)
     check_positive_int("start", start)
     if start >= model.seq_len:  # no position left to score: the mean of nothing would be NaN
         raise ValueError(f"start must be a position 1..{model.seq_len - 1} (the model's seq_len is {model.seq_len}), "
                          f"got start={start}")
-    off = [heads_off] if isinstance(heads_off, int) and not isinstance(heads_off, bool) else heads_off
-    if isinstance(off, (str, bytes)) or not isinstance(off, Sequence) or not all(
-            isinstance(h, int) and not isinstance(h, bool) for h in off):
-        raise TypeError(f"heads_off must be a list of head numbers, e.g. [0], got {heads_off!r}")
-    if any(not 0 <= h < model.num_heads for h in off):
-        raise ValueError(f"heads_off must hold head numbers 0..{model.num_heads - 1}, got heads_off={heads_off!r}")
+    heads_off = check_head_numbers("heads_off", heads_off, model.num_heads)
     tokens, targets = lookup_test_set(num_examples, model.seq_len, model.vocab_size)
-    with _OneThread(), torch.no_grad(), heads_switched_off(model.attn, heads_off):
+    with OneThread(), torch.no_grad(), heads_switched_off(model.attn, heads_off):
         predicted = model(tokens).argmax(dim=-1)  # (n, seq, 2, vocab) -> (n, seq, 2)
     right = (predicted == targets)[:, start:]  # (n, seq - start, 2)
     return {
@@ -317,9 +300,8 @@ def lookup_accuracy(
 
 def lookup_attention(model: TinyLookupModel, tokens: torch.Tensor) -> torch.Tensor:
     """The trained model's per-head attention for some sequences: ``(batch, seq)`` -> ``(batch, heads, seq, seq)``."""
-    if not isinstance(model, TinyLookupModel):
-        raise TypeError(f"model must be a TinyLookupModel (from train_lookup_model), got {type(model).__name__}")
-    with _OneThread(), torch.no_grad():
+    check_instance("model", model, TinyLookupModel, "a TinyLookupModel (from train_lookup_model)")
+    with OneThread(), torch.no_grad():
         _, weights = model(tokens, return_weights=True)
     return weights
 
@@ -362,9 +344,11 @@ def head_count_sweep(
     same computation (only the split of d_model into heads changes), as in Vaswani et al. (2017), Table 3 rows (A).
     ``train_kwargs`` go to :func:`train_lookup_model`; one tqdm bar counts the runs.
     """
+    check_positive_int("d_model", d_model)
+    seeds = check_int_list("seeds", seeds, allow_empty=False, what="a non-empty list of seeds (ints >= 0)")
+    check_bool("progress", progress)
     from tqdm.auto import tqdm
 
-    seeds = list(seeds)
     runs = [(h, s) for h in valid_head_counts(d_model) for s in seeds]
     results: dict[int, list[dict[str, float]]] = {h: [] for h in valid_head_counts(d_model)}
     for h, s in tqdm(runs, desc=f"sweep at d_model={d_model}", disable=not progress):
@@ -406,8 +390,10 @@ def sweep_summary(
     ``solved``, how many seeds reached ``threshold`` (of ``runs``). A result that is either solved or stuck (the
     usual case here) is better described by ``solved`` and the per-seed values than by its mean."""
     _check_sweep_results(results)
-    if not isinstance(key, str) or any(key not in r for runs in results.values() for r in runs):
+    check_str("key", key, "one of the accuracy names, e.g. 'both', 'previous', 'first'")
+    if any(key not in r for runs in results.values() for r in runs):
         raise ValueError(f"key must be one of the accuracy names, e.g. 'both', 'previous', 'first', got {key!r}")
+    check_fraction("threshold", threshold)
     rows = []
     for h, runs in results.items():
         values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
@@ -425,6 +411,10 @@ def plot_lookup_heads(
     one sequence, ``(1, heads, L, L)``, for a readable map). Returns the Figure."""
     from matplotlib.patches import Patch, Rectangle
 
+    check_float_tensor("weights", weights, ranks=(3, 4), layout="(num_heads, L, L) or (1, num_heads, L, L)")
+    check_tokens("labels", labels)
+    check_str("title", title)
+    check_bool("annot", annot)
     w = weights.detach()
     if w.dim() == 4 and w.shape[0] == 1:
         w = w[0]
@@ -459,6 +449,10 @@ def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | N
     import matplotlib.pyplot as plt
 
     _check_sweep_results(results)
+    for name, value in (("d_model", d_model), ("steps", steps)):
+        if value is not None:
+            check_positive_int(name, value)
+    check_axes("ax", ax)
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 5.2))
     heads = list(results)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from ..common import _OneThread
-from ..maths.efficient import GroupedQuerySelfAttention, KVCache
+from ..common import OneThread
+from ..maths.attention import split_heads
+from ..maths.kv_cache import GroupedQuerySelfAttention, KVCache
 from ..maths.latent import MultiHeadLatentAttention
 from ..validation import check_divisible, check_positive_int
 
@@ -30,14 +31,14 @@ def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, 
     check_divisible(d_model, num_heads, d_name="d_model")
     head_dim, fp32 = d_model // num_heads, 4
     rows = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), _OneThread():
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), OneThread():
         torch.manual_seed(0)
         x = torch.randn(1, context, d_model)  # (1, context, d_model): the tokens that fill each cache
         for name, kv in (("multi-head", num_heads), ("grouped-query", num_kv_heads)):
             layer = GroupedQuerySelfAttention(d_model, num_heads, kv)
             cache = layer.new_cache(1, context)
-            k = layer.W_k(x).view(1, context, kv, head_dim).transpose(1, 2)  # -> (1, H_kv, context, hd)
-            v = layer.W_v(x).view(1, context, kv, head_dim).transpose(1, 2)  # -> (1, H_kv, context, hd)
+            k = split_heads(layer.W_k(x), kv)  # (1, context, H_kv·hd) -> (1, H_kv, context, hd)
+            v = split_heads(layer.W_v(x), kv)  # (1, context, H_kv·hd) -> (1, H_kv, context, hd)
             cache.append(k, v)  # what layer(x, cache=cache) stores, without running the attention
             rows.append({"variant": name, "parameters": sum(p.numel() for p in layer.parameters()),
                          "formula": f"2·{kv}·{head_dim}·4", "bytes/token": 2 * kv * head_dim * fp32,

@@ -26,17 +26,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..common import _OneThread
-from ..validation import check_bool
+from ..common import OneThread
+from ..maths.attention import causal_mask
+from ..validation import check_bool, check_callable
 from .audit_probes import (
-    _PROBES,
-    _attr,
-    _batch_size,
-    _first,
-    _Inputs,
-    _looks_causal,
-    _projections,
-    _raised,
+    PROBES,
+    ProbeInputs,
+    audit_batch_size,
+    looks_causal,
+    output_and_weights,
+    positive_int_attr,
+    projections,
+    raised_text,
 )
 
 #: Every property ``audit`` reports, in the order of its table: the fixed set ``AuditReport.failed`` draws from.
@@ -47,7 +48,7 @@ AUDIT_PROPERTIES: tuple[str, ...] = (
 )
 
 # property -> (what it means, the usual cause of a failure, the notebook section that explains it)
-_ABOUT: dict[str, tuple[str, str, str]] = {
+ABOUT: dict[str, tuple[str, str, str]] = {
     "rows_sum_to_one": (
         "each output is a weighted average of the values (weights >= 0 that sum to 1 over the keys)",
         "softmax over the wrong dim (dim=-2 or 1 instead of -1), or the scale applied after the softmax",
@@ -109,11 +110,11 @@ class AuditRow:
 
     @property
     def cause(self) -> str:
-        return _ABOUT[self.property][1]
+        return ABOUT[self.property][1]
 
     @property
     def section(self) -> str:
-        return _ABOUT[self.property][2]
+        return ABOUT[self.property][2]
 
 
 class AuditReport:
@@ -219,7 +220,7 @@ class _Function:
             kwargs["attn_mask"] = mask
         if (self.causal if causal is None else causal):
             kwargs["is_causal"] = True
-        out, weights = _first(self.fn(q, k, v, **kwargs))
+        out, weights = output_and_weights(self.fn(q, k, v, **kwargs))
         if tuple(out.shape) != tuple(q.shape[:-1]) + (v.shape[-1],):
             raise ValueError(f"attention returned shape {tuple(out.shape)} for query {tuple(q.shape)} and value "
                              f"{tuple(v.shape)}; expected (batch, heads, L, d_v) = "
@@ -251,7 +252,7 @@ class _Module:
         else:
             base.eval()  # dropout off
         self.m = base
-        self.d_model = _attr(module, ("embed_dim", "d_model", "n_embd", "hidden_size", "dim"))
+        self.d_model = positive_int_attr(module, ("embed_dim", "d_model", "n_embd", "hidden_size", "dim"))
         params = [p for p in module.parameters()]
         if self.d_model is None:
             first = next((c for c in module.modules() if isinstance(c, nn.Linear)), None)
@@ -259,10 +260,10 @@ class _Module:
                 raise ValueError(f"cannot tell d_model of {type(module).__name__}: give it a d_model attribute")
             self.d_model = first.in_features
         self.dtype = params[0].dtype if params else torch.float32
-        self.num_heads = _attr(module, ("num_heads", "n_head", "n_heads", "nhead", "num_attention_heads", "heads"))
-        self.proj = _projections(base, self.d_model)
-        self.head_dim = _attr(module, ("head_dim",)) or (self.d_model // self.num_heads if self.num_heads else None)
-        self.num_kv_heads = _attr(module, ("num_kv_heads", "n_kv_heads"))
+        self.num_heads = positive_int_attr(module, ("num_heads", "n_head", "n_heads", "nhead", "num_attention_heads", "heads"))
+        self.proj = projections(base, self.d_model)
+        self.head_dim = positive_int_attr(module, ("head_dim",)) or (self.d_model // self.num_heads if self.num_heads else None)
+        self.num_kv_heads = positive_int_attr(module, ("num_kv_heads", "n_kv_heads"))
         if self.proj and self.num_heads and not self.num_kv_heads:
             self.num_kv_heads = self.proj["k"][0].shape[0] // self.head_dim
         accepted = set(sig.parameters)
@@ -281,13 +282,13 @@ class _Module:
             kwargs["key_padding_mask"] = kpm
         if self.torch_mha:
             if self.causal:
-                kwargs["attn_mask"] = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)  # True = blocked
+                kwargs["attn_mask"] = ~causal_mask(x.shape[1])  # nn.MultiheadAttention's convention: True = blocked
             result = m(x, x, x, need_weights=False, **kwargs)
         else:
             if self.causal and self.ours and kpm is None:
                 kwargs["is_causal"] = True
             result = m(x, **kwargs)
-        out, weights = _first(result)
+        out, weights = output_and_weights(result)
         if tuple(out.shape) != tuple(x.shape[:2]) + (self.d_model,):
             raise ValueError(f"the module returned shape {tuple(out.shape)} for x {tuple(x.shape)}; expected "
                              f"(batch, seq, d_model) = {tuple(x.shape)}")
@@ -311,26 +312,24 @@ def audit(attention: Callable | nn.Module, *, causal: bool = False) -> AuditRepo
     if isinstance(attention, type):
         raise TypeError(f"attention must be an instance or a function, got the class {attention.__name__}; "
                         f"build one first, e.g. audit({attention.__name__}(64, 4))")
-    if not callable(attention):
-        raise TypeError(f"attention must be a function like F.scaled_dot_product_attention or an nn.Module, got "
-                        f"{type(attention).__name__}")
-    with _OneThread(), torch.no_grad():
+    check_callable("attention", attention, what="a function like F.scaled_dot_product_attention or an nn.Module")
+    with OneThread(), torch.no_grad():
         t = _Module(attention, causal) if isinstance(attention, nn.Module) else _Function(attention, causal)
         try:
-            d = _Inputs(t)
+            d = ProbeInputs(t)
         except Exception as exc:
             call = "module(x)" if t.kind == "module" else "attention(query, key, value)"
-            shapes = (f"x of shape (batch, seq, d_model) = ({_batch_size(t)}, 6, {t.d_model})"
+            shapes = (f"x of shape (batch, seq, d_model) = ({audit_batch_size(t)}, 6, {t.d_model})"
                       if t.kind == "module" else
                       "query, key, value of shape (batch, heads, L, head_dim) = (2, 2, 5, 8)")
-            raise ValueError(f"audit could not run {t.name}: {call} with {shapes} {_raised(exc)}. Run it yourself "
+            raise ValueError(f"audit could not run {t.name}: {call} with {shapes} {raised_text(exc)}. Run it yourself "
                              f"on such inputs and fix that first") from exc
         notes = list(getattr(t, "notes", []))
-        if t.kind == "module" and not causal and _looks_causal(t, d):
+        if t.kind == "module" and not causal and looks_causal(t, d):
             t.causal = True
             d.out = t(d.x)[0]
             notes.append("the module is causal (later tokens never changed earlier outputs): audited with causal=True")
         if t.kind == "function" and not t.takes_mask:
             notes.append(f"{t.name} takes no attn_mask: the mask properties do not apply")
-        rows = [AuditRow(name, *_PROBES[name](t, d)) for name in AUDIT_PROPERTIES]
+        rows = [AuditRow(name, *PROBES[name](t, d)) for name in AUDIT_PROPERTIES]
     return AuditReport(t.kind, t.name, t.causal, rows, notes)

@@ -13,13 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..maths.attention import merge_heads, split_heads
+
 
 def _g(x: float) -> str:
     """A number at 3 significant digits, the same at 1 and 2 threads."""
     return f"{x:.3g}"
 
 
-def _first(result: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+def output_and_weights(result: object) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(output, weights or None) from what an implementation returned."""
     weights = None
     if isinstance(result, (tuple, list)):
@@ -47,12 +49,13 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
     return d == d and d <= tol * max(_scale(a), _scale(b))
 
 
-def _raised(exc: Exception) -> str:
+def raised_text(exc: Exception) -> str:
+    """``raised ValueError: <first line of the message>``, for evidence and error messages."""
     return f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
 
 
-
-def _attr(obj: object, names: tuple[str, ...]) -> int | None:
+def positive_int_attr(obj: object, names: tuple[str, ...]) -> int | None:
+    """The first of the attributes ``names`` of ``obj`` that is a positive int (e.g. d_model under its many names)."""
     for n in names:
         value = getattr(obj, n, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -60,7 +63,7 @@ def _attr(obj: object, names: tuple[str, ...]) -> int | None:
     return None
 
 
-def _projections(m: nn.Module, d_model: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]] | None:
+def projections(m: nn.Module, d_model: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]] | None:
     """Views of the Q/K/V/O weights (out_features, in_features) and biases, for the module families audit knows."""
     def lin(name):
         layer = getattr(m, name, None)
@@ -96,7 +99,7 @@ def _probe(fn):
         except _NotApplicable as na:
             return "n/a", f"not applicable: {na}"
         except Exception as exc:  # the implementation raised on this input
-            return "fail", f"{fn.__doc__.strip().rstrip('.')}: {_raised(exc)}"
+            return "fail", f"{fn.__doc__.strip().rstrip('.')}: {raised_text(exc)}"
     return run
 
 
@@ -125,14 +128,13 @@ def _reference(q, k, v, mask=None, causal=False, scale=None):
 def _module_reference(t, x: torch.Tensor, proj=None) -> torch.Tensor:
     """The module's own weights through project -> split -> attend -> merge -> W_o, in float64."""
     P = proj or t.proj
-    B, L, _ = x.shape
-    hd = t.head_dim
+
     def heads(name, h):
         w, b = P[name]
         y = F.linear(x.double(), w.double(), None if b is None else b.double())  # (B, L, h·hd)
-        return y.view(B, L, h, hd).transpose(1, 2)  # (B, L, h·hd) -> (B, h, L, hd)
+        return split_heads(y, h)  # (B, L, h·hd) -> (B, h, L, hd)
     out = _reference(heads("q", t.num_heads), heads("k", t.num_kv_heads), heads("v", t.num_kv_heads), causal=t.causal)
-    merged = out.transpose(1, 2).reshape(B, L, t.num_heads * hd)  # (B, H, L, hd) -> (B, L, d_model)
+    merged = merge_heads(out)  # (B, H, L, hd) -> (B, L, d_model)
     w, b = P["o"]
     return F.linear(merged, w.double(), None if b is None else b.double())
 
@@ -143,7 +145,7 @@ def _edited(t):
             and t.proj["o"][0].shape == (t.d_model, t.d_model)):
         raise _NotApplicable("audit does not recognise this module's W_q/W_k/W_v/W_o (see the audit docstring)")
     m = copy.deepcopy(t.m)
-    P = _projections(m, t.d_model)
+    P = projections(m, t.d_model)
     with torch.no_grad():
         P["o"][0].copy_(torch.eye(t.d_model))
         if P["o"][1] is not None:
@@ -151,13 +153,13 @@ def _edited(t):
     return m, P
 
 
-def _batch_size(t) -> int:
+def audit_batch_size(t) -> int:
     """The batch of a module's inputs: as many sequences as heads (2..8), so that a (batch, 1, S) mask broadcasts
     over (batch, heads, L, S) scores silently, as it does in the bug it exposes; else 3."""
     return t.num_heads if t.num_heads and 2 <= t.num_heads <= 8 else 3
 
 
-class _Inputs:
+class ProbeInputs:
     """The seeded inputs every probe starts from."""
 
     def __init__(self, t) -> None:
@@ -169,7 +171,7 @@ class _Inputs:
             self.out = t(self.q, self.k, self.v)[0]
             self.what = f"query/key/value {self.shape}"
         else:
-            self.B = _batch_size(t)
+            self.B = audit_batch_size(t)
             self.L = 6
             self.x = torch.randn(self.B, self.L, t.d_model, generator=g).to(t.dtype)
             self.out = t(self.x)[0]
@@ -377,7 +379,7 @@ def _half(t, d):
                 try:
                     got = t(q, k, v, mask, None if mask is None else False)[0]
                 except Exception as exc:
-                    return "fail", f"{name} with {label} ({d.what}): {_raised(exc)}"
+                    return "fail", f"{name} with {label} ({d.what}): {raised_text(exc)}"
                 want = t(q.float(), k.float(), v.float(), mask, None if mask is None else False)[0]
                 checks.append((name, label, got, want))
         else:
@@ -393,7 +395,7 @@ def _half(t, d):
                 try:
                     got = t(x, kpm, module=m)[0]
                 except Exception as exc:
-                    return "fail", f"{name} with {label} ({d.what}): {_raised(exc)}"
+                    return "fail", f"{name} with {label} ({d.what}): {raised_text(exc)}"
                 want = t(x.to(t.dtype), kpm)[0]  # the same rounded input, in the module's own dtype
                 checks.append((name, label, got, want))
     for name, label, got, want in checks:
@@ -444,7 +446,7 @@ def _heads_split(t, d):
     base = t(d.x, module=m)[0]
     for part, head, owners in (("W_q", 1, [1]), ("W_v", kv - 1, list(range((kv - 1) * H // kv, H)))):
         m2 = copy.deepcopy(m)
-        P2 = _projections(m2, t.d_model)
+        P2 = projections(m2, t.d_model)
         rows = P2["q" if part == "W_q" else "v"][0]
         with torch.no_grad():
             rows[head * hd:(head + 1) * hd] += d.noise(rows[head * hd:(head + 1) * hd].shape)
@@ -531,7 +533,7 @@ def _cached(t, d):
         cache = t.m.new_cache(d.B, d.L)
         outs, start = [], 0
         for size in chunks:
-            outs.append(_first(t.m(d.x[:, start:start + size], cache=cache))[0])
+            outs.append(output_and_weights(t.m(d.x[:, start:start + size], cache=cache))[0])
             start += size
         got = torch.cat(outs, dim=1)
         if not _close(got, full, 1e-4):
@@ -543,7 +545,7 @@ def _cached(t, d):
     return "pass", f"{d.what} decoded one token at a time and in chunks (3, 2, 1): equal to the full pass"
 
 
-_PROBES = {
+PROBES = {
     "rows_sum_to_one": _rows_sum_to_one, "causal": _causal, "permutation_equivariant": _permutation,
     "batch_independent": _batch_independent, "mask_respected": _mask_respected,
     "fully_masked_rows_finite": _fully_masked, "half_precision_safe": _half, "matches_reference": _matches_reference,
@@ -551,7 +553,7 @@ _PROBES = {
 }
 
 
-def _looks_causal(t, d) -> bool:
+def looks_causal(t, d) -> bool:
     """A module that ignores later tokens but not earlier ones is a causal layer (e.g. GroupedQuerySelfAttention)."""
     x = d.x.clone()
     x[:, 3:] += 2 * d.noise(x[:, 3:].shape).to(x.dtype)

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..maths.efficient import KVCache
+from ..maths.kv_cache import KVCache
+from ..validation import check_choice
 
 # ---- functions with F.scaled_dot_product_attention's call convention ----------------------------------------------
 
@@ -280,9 +281,9 @@ class Bug:
 
     @property
     def section(self) -> str:
-        from .audit import _ABOUT
+        from .audit import ABOUT
 
-        return self.read or _ABOUT[self.flags][2]
+        return self.read or ABOUT[self.flags][2]
 
     @property
     def kind(self) -> str:
@@ -335,14 +336,11 @@ BUG_ZOO: dict[str, Bug] = {b.name: b for b in (
 
 
 def _get(name: str) -> Bug:
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, one of {', '.join(BUG_ZOO)}; got {type(name).__name__}")
-    if name not in BUG_ZOO:
-        raise ValueError(f"no bug named {name!r} in the zoo; the names are {', '.join(BUG_ZOO)}")
-    return BUG_ZOO[name]
+    return BUG_ZOO[check_choice("name", name, list(BUG_ZOO))]
 
 
-def _build(impl):
+def build_implementation(impl: Callable | type) -> Callable | nn.Module:
+    """A function as it is; a class built with its default arguments and the same seeded weights every time."""
     if not isinstance(impl, type):
         return impl
     with torch.random.fork_rng(devices=[]):  # the same weights on every run, the caller's random state untouched
@@ -352,12 +350,12 @@ def _build(impl):
 
 def broken_attention(name: str) -> Callable | nn.Module:
     """The broken implementation named ``name`` (a function, or a module with fixed weights)."""
-    return _build(_get(name).broken)
+    return build_implementation(_get(name).broken)
 
 
 def fixed_attention(name: str) -> Callable | nn.Module:
     """The fixed implementation of bug ``name`` (a module gets the same weights as ``broken_attention(name)``)."""
-    return _build(_get(name).fixed)
+    return build_implementation(_get(name).fixed)
 
 
 def show_bug(name: str) -> None:

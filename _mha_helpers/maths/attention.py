@@ -11,51 +11,21 @@ import torch
 import torch.nn.functional as F
 
 from ..validation import (
+    broadcast_shape,
     check_bool,
+    check_broadcasts_to,
+    check_choice,
+    check_device,
     check_divisible,
     check_float_tensor,
+    check_leading_dims_broadcast,
     check_mask_dtype,
     check_positive_int,
+    check_probability,
+    check_qkv,
+    check_scale,
     materialize_causal_bias,
 )
-
-
-def _check_qkv(query: object, key: object, value: object) -> None:
-    """Checks every attention function shares: query ``(..., L, d_k)``, key ``(..., S, d_k)``, value ``(..., S, d_v)``,
-    all floating point, of one dtype and on one device."""
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        check_float_tensor(name, t)
-        if t.dim() < 2:
-            raise ValueError(f"{name} must have at least 2 dims (..., seq, features), got shape {tuple(t.shape)}")
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must have the same last dim d_k to be compared by a dot product, "
-            f"got query {tuple(query.shape)} and key {tuple(key.shape)}"
-        )
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(
-            f"key and value must have the same length S (one value per key), "
-            f"got key {tuple(key.shape)} and value {tuple(value.shape)}"
-        )
-    for name, t in (("key", key), ("value", value)):
-        if t.dtype != query.dtype:
-            raise TypeError(
-                f"{name} has dtype {t.dtype} but query has {query.dtype}; convert it with {name}.to({query.dtype})"
-            )
-        if t.device != query.device:
-            raise ValueError(f"{name} is on {t.device} but query is on {query.device}; move it with {name}.to(query.device)")
-
-
-def _check_scale(scale: object) -> None:
-    """``scale`` is None (meaning 1/√d_k) or a positive, finite number."""
-    if scale is None:
-        return
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(
-            f"scale must be a positive float or None (meaning 1/sqrt(d_k)), got {scale!r} of type {type(scale).__name__}"
-        )
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number or None (meaning 1/sqrt(d_k)), got scale={scale!r}")
 
 
 def scaled_dot_product_attention(
@@ -87,68 +57,75 @@ def scaled_dot_product_attention(
     softmax (and rescales the rest by ``1/(1-p)``); pass it only in training. Differences from PyTorch's function:
     it also returns the weights, and bad arguments raise a ValueError/TypeError that says what would work.
     """
-    _check_qkv(query, key, value)
-    try:  # the leading dims (e.g. batch, heads) must match or broadcast, as in a batched matrix multiply
-        torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"query, key and value must have the same leading dims (..., e.g. batch and heads) or dims of size 1, "
-            f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
-        ) from None
+    _check_sdpa_inputs(query, key, value, attn_mask, is_causal, scale, dropout_p)
+    d_k = query.shape[-1]
+    scale = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
+    dtype = query.dtype  # half precision is computed in float32 (see the docstring), then converted back
+    if dtype in (torch.float16, torch.bfloat16):
+        query, key, value = query.float(), key.float(), value.float()
+    attn_mask = _prepare_mask(attn_mask, is_causal, query, key)  # bool or additive, broadcasts to (..., L, S); or None
+
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, d_k) @ (..., d_k, S) -> (..., L, S)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))  # True = may attend, so block where False
+    elif attn_mask is not None:
+        scores = scores + attn_mask.to(scores.dtype)  # additive: 0 keeps a score, -inf removes it
+    weights = _softmax_keeping_dead_rows_zero(scores)  # (..., L, S); each row with a visible key sums to 1
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    output = weights @ value  # (..., L, S) @ (..., S, d_v) -> (..., L, d_v)
+    return output.to(dtype), weights.to(dtype)
+
+
+def _check_sdpa_inputs(query, key, value, attn_mask, is_causal, scale, dropout_p) -> None:
+    """Every argument of :func:`scaled_dot_product_attention` that a caller can get wrong, with a message that says
+    what would work (the mask's dtype and shape are checked by :func:`_prepare_mask`)."""
+    check_qkv(query, key, value)
+    check_leading_dims_broadcast(query, key, value)
     check_bool("is_causal", is_causal)
     if is_causal and attn_mask is not None:
         raise ValueError(
             "pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention); for a causal mask "
             "combined with another one, pass attn_mask=causal_mask(L, S) & your_mask"
         )
-    _check_scale(scale)
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
-        raise TypeError(f"dropout_p must be a float in [0, 1), got {dropout_p!r} of type {type(dropout_p).__name__}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(
-            f"dropout_p must be in [0, 1) (a probability; 1 would drop everything), got dropout_p={dropout_p!r}"
-        )
+    check_scale("scale", scale)
+    check_probability("dropout_p", dropout_p)
 
-    L, S, d_k = query.shape[-2], key.shape[-2], query.shape[-1]
-    scale = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
-    attn_mask = materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
-    dtype = query.dtype  # half precision is computed in float32 (see the docstring), then converted back
-    if dtype in (torch.float16, torch.bfloat16):
-        query, key, value = query.float(), key.float(), value.float()
 
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, d_k) @ (..., d_k, S) -> (..., L, S)
-
+def _prepare_mask(attn_mask, is_causal: bool, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor | None:
+    """The mask to apply to the scores ``(..., L, S)``: the causal mask when ``is_causal``, a CausalBias as its boolean
+    ``(L, S)`` tensor, any other mask checked (bool or float, on the inputs' device, broadcasting to the scores)."""
+    L, S = query.shape[-2], key.shape[-2]
     if is_causal:
-        attn_mask = causal_mask(L, S, device=query.device)  # (L, S), True = may attend
-    if attn_mask is not None:
-        check_mask_dtype("attn_mask", attn_mask, query.dtype, query.device)
-        try:  # the mask must broadcast TO the scores' shape, never grow it
-            fits = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores' shape "
-                f"{tuple(scores.shape)} (..., L, S); a 2-D (L, S) = ({L}, {S}) mask always does"
-            )
-        if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))  # True = may attend, so block where False
-        else:
-            scores = scores + attn_mask.to(scores.dtype)  # additive: 0 keeps a score, -inf removes it
+        return causal_mask(L, S, device=query.device)  # (L, S), True = may attend
+    attn_mask = materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
+    if attn_mask is None:
+        return None
+    check_mask_dtype("attn_mask", attn_mask, query.dtype, query.device)
+    scores_shape = broadcast_shape(query.shape[:-2], key.shape[:-2]) + (L, S)  # (..., L, S)
+    check_broadcasts_to("attn_mask", attn_mask, scores_shape, "the scores' shape",
+                        f" (..., L, S); a 2-D (L, S) = ({L}, {S}) mask always does")  # never growing the scores
+    return attn_mask
 
-    # A row with every key blocked would be softmax([-inf, ..., -inf]) = 0/0 = NaN. Give it zeros instead:
-    # replace its scores by 0 (any finite number would do), take the softmax, then zero the row.
+
+def _softmax_keeping_dead_rows_zero(scores: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim ``(..., L, S)``, except that a row whose every score is -inf gets zeros, not NaN.
+
+    softmax([-inf, ..., -inf]) = 0/0 = NaN: such a row's scores are replaced by 0 (any finite number would do)
+    before the softmax, and its weights zeroed after it.
+    """
     dead = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., L, 1)
-    any_dead = bool(dead.any())
-    if any_dead:
-        scores = scores.masked_fill(dead, 0.0)
-    weights = torch.softmax(scores, dim=-1)  # (..., L, S); each live row sums to 1
-    if any_dead:
-        weights = weights.masked_fill(dead, 0.0)
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
-    output = weights @ value  # (..., L, S) @ (..., S, d_v) -> (..., L, d_v)
-    return output.to(dtype), weights.to(dtype)
+    if not bool(dead.any()):
+        return torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)  # (..., L, S)
+    return weights.masked_fill(dead, 0.0)
+
+
+#: The two ways a causal mask can sit in an (L, S) grid when L != S, and what each means.
+_ALIGNMENTS = {
+    "top_left": "torch's is_causal: query i sees keys j <= i",
+    "bottom_right": "causal_lower_right: query i sees keys j <= i + key_len - seq_len",
+}
 
 
 def causal_mask(
@@ -174,14 +151,8 @@ def causal_mask(
     check_positive_int("seq_len", seq_len)
     key_len = seq_len if key_len is None else key_len
     check_positive_int("key_len", key_len)
-    alignments = ("top_left", "bottom_right")
-    if not isinstance(align, str):
-        raise TypeError(f"align must be one of {alignments} (a str), got {align!r} of type {type(align).__name__}")
-    if align not in alignments:
-        raise ValueError(
-            f"align must be 'top_left' (torch's is_causal: query i sees keys j <= i) or 'bottom_right' "
-            f"(causal_lower_right: query i sees keys j <= i + key_len - seq_len), got align={align!r}"
-        )
+    check_choice("align", align, _ALIGNMENTS)
+    check_device("device", device)
     offset = key_len - seq_len if align == "bottom_right" else 0  # how many keys come before query 0
     return torch.ones(seq_len, key_len, dtype=torch.bool, device=device).tril(diagonal=offset)  # (L, S)
 
@@ -192,17 +163,7 @@ def padding_mask(lengths: Sequence[int] | torch.Tensor, max_len: int | None = No
     Returns a boolean ``(batch, max_len)`` tensor that is **True at padding positions** (the keys no query may
     look at), as ``key_padding_mask`` expects. ``max_len`` defaults to the longest length.
     """
-    given = lengths
-    try:
-        lengths = torch.as_tensor(lengths)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got {given!r}") from None
-    if lengths.dim() != 1 or lengths.numel() == 0 or lengths.dtype.is_floating_point or lengths.dtype.is_complex or (
-        lengths.dtype == torch.bool
-    ):
-        raise TypeError(f"lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got {lengths.tolist()!r}")
-    if bool((lengths < 0).any()):
-        raise ValueError(f"lengths must be >= 0 (a number of real tokens), got {lengths.tolist()}")
+    lengths = _lengths_tensor(lengths)  # (batch,) ints >= 0
     longest = int(lengths.max())
     if max_len is None:
         if longest == 0:
@@ -214,6 +175,24 @@ def padding_mask(lengths: Sequence[int] | torch.Tensor, max_len: int | None = No
             f"max_len={max_len} is shorter than the longest sentence ({longest}); use max_len >= {longest} or None"
         )
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]  # (batch, max_len)
+
+
+def _lengths_tensor(lengths: object) -> torch.Tensor:
+    """:func:`padding_mask`'s ``lengths`` (a list or a tensor of ints) as a 1-D integer tensor, checked."""
+    what = "a non-empty 1-D list of ints, e.g. [3, 1, 2]"
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, (Sequence, torch.Tensor)):
+        raise TypeError(f"lengths must be {what}, got {lengths!r}")
+    try:
+        tensor = torch.as_tensor(lengths)
+    except (TypeError, ValueError, RuntimeError):  # e.g. ['a']
+        raise TypeError(f"lengths must be {what}, got {lengths!r}") from None
+    if tensor.dim() != 1 or tensor.numel() == 0:  # a wrong shape, not a wrong type (torch.as_tensor([]) is float)
+        raise ValueError(f"lengths must be {what}, got {tensor.tolist()!r}")
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise TypeError(f"lengths must be {what}, got {tensor.tolist()!r}")
+    if bool((tensor < 0).any()):
+        raise ValueError(f"lengths must be >= 0 (a number of real tokens), got {tensor.tolist()}")
+    return tensor
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

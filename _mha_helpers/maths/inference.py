@@ -2,8 +2,8 @@
 the last L of S keys, what one generated token costs in bytes and FLOPs, and one mask in the three forms PyTorch takes
 (the mask editor widget that shows them is ``widgets/mask_editor.py``).
 
-Builds on notebook 09's :class:`~_mha_helpers.maths.efficient.GroupedQuerySelfAttention` and
-:class:`~_mha_helpers.maths.efficient.KVCache`, which this file only uses.
+Builds on notebook 09's :class:`~_mha_helpers.maths.kv_cache.GroupedQuerySelfAttention` and
+:class:`~_mha_helpers.maths.kv_cache.KVCache`, which this file only uses.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..validation import check_float_tensor, check_positive_int
+from ..validation import (
+    check_axes,
+    check_bool_tensor,
+    check_broadcasts_to,
+    check_float_tensor,
+    check_instance,
+    check_int_list,
+    check_positive_int,
+)
 from .attention import causal_mask
-from .efficient import GroupedQuerySelfAttention, kv_cache_bytes_per_token
+from .kv_cache import GroupedQuerySelfAttention, kv_cache_bytes_per_token
 
 # ---- prefill and decode -------------------------------------------------------------------------------------------
 
@@ -33,14 +41,11 @@ def run_with_cache(
     Returns ``(outputs, steps)``: ``outputs`` ``(batch, T, d_model)`` (equal to ``layer(x)``), and one dict per call
     with ``"new"`` (L, the queries), ``"past"`` (tokens already cached) and ``"keys"`` (S = past + L).
     """
-    if not isinstance(layer, GroupedQuerySelfAttention):
-        raise TypeError(f"layer must be a GroupedQuerySelfAttention (notebook 09), got {type(layer).__name__}")
+    check_instance("layer", layer, GroupedQuerySelfAttention, "a GroupedQuerySelfAttention (notebook 09)")
     check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
     batch, T, _ = x.shape
-    if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence) or len(chunks) == 0:
-        raise TypeError(f"chunks must be a non-empty list of positive ints adding up to T={T}, got {chunks!r}")
-    for c in chunks:
-        check_positive_int("each chunk", c)
+    check_int_list("chunks", chunks, minimum=1, allow_empty=False,
+                   what=f"a non-empty list of positive ints adding up to T={T}")
     if sum(chunks) != T:
         raise ValueError(f"chunks {list(chunks)} add up to {sum(chunks)}, but x has T={T} tokens; make them add up")
     cache = layer.new_cache(batch, T)
@@ -54,9 +59,7 @@ def run_with_cache(
 
 def query_positions_seen(mask: torch.Tensor) -> list[list[int]]:
     """For a boolean ``(L, S)`` mask (True = may attend), the key positions each query row may see."""
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise TypeError(f"mask must be a 2-D boolean tensor (L, S), got {type(mask).__name__}"
-                        + (f" of dtype {mask.dtype}, shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else ""))
+    check_bool_tensor("mask", mask, ranks=(2,), layout="(L, S)")
     return [torch.nonzero(row).flatten().tolist() for row in mask]
 
 
@@ -67,11 +70,12 @@ def plot_causal_alignment(seq_len: int, key_len: int, ax: Axes | None = None) ->
     query i sees keys 0..i + S - L. Rows are labelled with the position each query has in the sequence when the
     queries are the last L tokens (the decoding case).
     """
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("key_len", key_len)
+    check_axes("ax", ax)
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    check_positive_int("seq_len", seq_len)
-    check_positive_int("key_len", key_len)
     L, S = seq_len, key_len
     fig, axes = plt.subplots(1, 2, figsize=(2.2 + 0.9 * S, 0.9 + 0.55 * L))
     cmap = ListedColormap(["#e9ecef", "#2a9d8f"])
@@ -157,20 +161,23 @@ def mask_forms(mask: torch.Tensor) -> dict[str, torch.Tensor]:
     ``"nn.MultiheadAttention bool"``: True = blocked, the opposite (its ``attn_mask``);
     ``"additive float"``: 0.0 where allowed, -inf where blocked (added to the scores; both functions accept it).
     """
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a boolean tensor (True = may attend), got "
-                        f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    check_bool_tensor("mask", mask, layout="(True = may attend)")
     additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # (L, S): 0 or -inf
     return {"sdpa bool": mask.clone(), "nn.MultiheadAttention bool": ~mask, "additive float": additive}
 
 
 def fully_masked_rows(mask: torch.Tensor) -> list[int]:
     """The query rows of a boolean ``(L, S)`` mask (True = may attend) that may attend to no key at all."""
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise TypeError("mask must be a 2-D boolean tensor (L, S), True = may attend")
+    check_bool_tensor("mask", mask, ranks=(2,), layout="(L, S), True = may attend")
     return torch.nonzero(~mask.any(dim=-1)).flatten().tolist()
 
 
 def naive_masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax(scores with -inf where ``mask`` is False), with no special case: a fully masked row is NaN (0/0)."""
+    """softmax(scores with -inf where ``mask`` is False), with no special case: a fully masked row is NaN (0/0).
+
+    ``scores`` ``(..., L, S)`` floats; ``mask`` booleans (True = may attend) that broadcast to them.
+    """
+    check_float_tensor("scores", scores)
+    check_bool_tensor("mask", mask, layout="(True = may attend)")
+    check_broadcasts_to("mask", mask, scores.shape, "the scores' shape")
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)

@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validation import check_divisible, check_float_tensor, check_positive_int
+from ..validation import (
+    check_divisible,
+    check_factory_kwargs,
+    check_float_tensor,
+    check_instance,
+    check_int,
+    check_positive_int,
+)
+from .attention import causal_mask, merge_heads, split_heads
 
 # ---- multi-head latent attention (DeepSeek-AI 2024, DeepSeek-V2) -----------------------------------------------
 
@@ -30,6 +38,7 @@ class LatentCache:
                  device: torch.device | str | None = None) -> None:
         for name, value in (("batch", batch), ("latent_dim", latent_dim), ("max_len", max_len)):
             check_positive_int(name, value)
+        check_factory_kwargs(device, dtype)
         self.latents = torch.zeros(batch, max_len, latent_dim, dtype=dtype, device=device)
         self.max_len, self.length = max_len, 0
 
@@ -119,19 +128,17 @@ class MultiHeadLatentAttention(nn.Module):
         c = self.W_dkv(x)  # (batch, T, d_model) -> (batch, T, latent_dim)
         if cache is None:
             return c, None
-        if not isinstance(cache, LatentCache):
-            raise TypeError(f"cache must be a LatentCache (layer.new_cache(batch, max_len)), got {type(cache).__name__}")
+        check_instance("cache", cache, LatentCache, "a LatentCache (layer.new_cache(batch, max_len))")
         T, past = x.shape[1], len(cache)
         c = cache.append(c)  # (batch, past + T, latent_dim): earlier latents are read, not recomputed
         # New token t (position past + t) may see positions 0 .. past + t: causal, aligned to the END of the cache.
-        mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past + T)
+        mask = causal_mask(T, past + T, device=x.device, align="bottom_right")  # (T, past + T)
         return c, mask
 
     def up_project(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild every head's keys and values from latents ``(batch, S, latent_dim)``: two ``(batch, H, S, hd)``."""
-        batch, S, _ = latents.shape
-        k = self.W_uk(latents).view(batch, S, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, S, hd)
-        v = self.W_uv(latents).view(batch, S, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, S, hd)
+        k = split_heads(self.W_uk(latents), self.num_heads)  # (batch, S, d_model) -> (batch, H, S, hd)
+        v = split_heads(self.W_uv(latents), self.num_heads)  # (batch, S, d_model) -> (batch, H, S, hd)
         return k, v
 
     @staticmethod
@@ -146,12 +153,11 @@ class MultiHeadLatentAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
         """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
         self._check_x(x)
-        batch, T, _ = x.shape
         c, mask = self._latents_and_mask(x, cache)  # (batch, S, latent_dim)
-        q = self.W_q(x).view(batch, T, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, T, hd)
+        q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
         k, v = self.up_project(c)  # (batch, H, S, hd) each, rebuilt from the latents
         heads = self._attend(q, k, v, mask)  # (batch, H, T, hd)
-        return self.W_o(heads.transpose(1, 2).reshape(batch, T, self.d_model))  # (batch, H, T, hd) -> (batch, T, d)
+        return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
     def forward_absorbed(self, x: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
         """The same output as :meth:`forward`, computed on the latents without building K or V.
@@ -162,16 +168,15 @@ class MultiHeadLatentAttention(nn.Module):
         The score scale stays ``1/sqrt(head_dim)``.
         """
         self._check_x(x)
-        batch, T, _ = x.shape
         c, mask = self._latents_and_mask(x, cache)  # (batch, S, latent_dim)
-        q = self.W_q(x).view(batch, T, self.num_heads, self.head_dim).transpose(1, 2)  # -> (batch, H, T, hd)
+        q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
         W_uk = self.W_uk.weight.view(self.num_heads, self.head_dim, self.latent_dim)  # (d, c) -> (H, hd, c)
         W_uv = self.W_uv.weight.view(self.num_heads, self.head_dim, self.latent_dim)  # (d, c) -> (H, hd, c)
         q_latent = q @ W_uk  # (batch, H, T, hd) @ (H, hd, c) -> (batch, H, T, c)
         latents = c[:, None]  # (batch, S, c) -> (batch, 1, S, c): one shared K/V "head"
         mixed = self._attend(q_latent, latents, latents, mask, scale=1.0 / math.sqrt(self.head_dim))  # (b, H, T, c)
         heads = mixed @ W_uv.transpose(1, 2)  # (batch, H, T, c) @ (H, c, hd) -> (batch, H, T, hd)
-        return self.W_o(heads.transpose(1, 2).reshape(batch, T, self.d_model))  # (batch, H, T, hd) -> (batch, T, d)
+        return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
 
 def latent_cache_bytes_per_token(num_layers: int, latent_dim: int, rope_dim: int = 0, bytes_per_value: int = 2) -> int:
@@ -182,6 +187,5 @@ def latent_cache_bytes_per_token(num_layers: int, latent_dim: int, rope_dim: int
     """
     for name, value in (("num_layers", num_layers), ("latent_dim", latent_dim), ("bytes_per_value", bytes_per_value)):
         check_positive_int(name, value)
-    if isinstance(rope_dim, bool) or not isinstance(rope_dim, int) or rope_dim < 0:
-        raise ValueError(f"rope_dim must be an int >= 0 (decoupled RoPE key features), got rope_dim={rope_dim!r}")
+    check_int("rope_dim", rope_dim, minimum=0)  # decoupled RoPE key features
     return num_layers * (latent_dim + rope_dim) * bytes_per_value

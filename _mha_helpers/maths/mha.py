@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validation import check_bool, check_divisible, check_factory_kwargs, check_positive_int, sized_by
+from ..validation import (
+    check_bool,
+    check_divisible,
+    check_factory_kwargs,
+    check_positive_int,
+    check_probability,
+    sized_by,
+)
 from . import torch_compat
 from .attention import merge_heads, scaled_dot_product_attention, split_heads
 
@@ -76,10 +83,7 @@ class MultiHeadAttention(nn.Module):
             check_positive_int("kdim", kdim)
         if vdim is not None:
             check_positive_int("vdim", vdim)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r} of type {type(dropout).__name__}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1) (a probability; 1 would drop everything), got dropout={dropout}")
+        check_probability("dropout", dropout)
         check_bool("bias", bias)
         check_bool("batch_first", batch_first)
         check_factory_kwargs(device, dtype)

@@ -13,17 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..validation import check_float_tensor, check_positive_int
+from ..validation import check_broadcasts_to, check_float_tensor, check_list, check_number, check_positive_int
 
 # ---- RoPE (Su et al. 2021, RoFormer) ----------------------------------------------------------------------------
-
-
-def _check_base(base: object) -> float:
-    if isinstance(base, bool) or not isinstance(base, (int, float)):
-        raise TypeError(f"base must be a positive float such as 10000.0, got {base!r} of type {type(base).__name__}")
-    if not math.isfinite(base) or base <= 1.0:
-        raise ValueError(f"base must be a finite number > 1 (the paper uses 10000.0), got base={base!r}")
-    return float(base)
 
 
 def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -35,7 +27,8 @@ def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     check_positive_int("head_dim", head_dim)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (RoPE rotates pairs of features), got head_dim={head_dim}")
-    base = _check_base(base)
+    base = check_number("base", base, minimum=1, above_minimum=True, what="a positive float such as 10000.0",
+                        rule="a finite number > 1 (the paper uses 10000.0)")
     i = torch.arange(0, head_dim, 2, dtype=torch.float64)  # 0, 2, 4, ...: twice the pair index
     return torch.exp(-math.log(base) * i / head_dim)  # (head_dim/2,), the same formula as sinusoidal_positions
 
@@ -49,22 +42,11 @@ def _positions_tensor(positions: object, x: torch.Tensor) -> torch.Tensor:
         if positions.dtype == torch.bool or positions.is_complex():
             raise TypeError(f"positions must hold ints or floats, got a tensor of dtype {positions.dtype}")
         pos = positions.to(device=x.device, dtype=torch.float64)
-    elif isinstance(positions, (Sequence, range)) and not isinstance(positions, str) and all(
-        isinstance(p, (int, float)) and not isinstance(p, bool) for p in positions
-    ):
-        pos = torch.tensor(list(positions), dtype=torch.float64, device=x.device)
     else:
-        raise TypeError(f"positions must be None, a tensor or a list of ints, one per position of x; got "
-                        f"{type(positions).__name__}")
-    # Broadcasts to x's rows without growing them (checked by hand: torch.broadcast_shapes imports sympy, ~1 s).
-    rows = tuple(x.shape[:-1])
-    pairs = zip(reversed(pos.shape), reversed(rows), strict=False)  # trailing dims, right-aligned
-    fits = pos.dim() <= len(rows) and all(a in (1, b) for a, b in pairs)
-    if not fits:
-        raise ValueError(
-            f"positions of shape {tuple(pos.shape)} do not broadcast to x's {tuple(x.shape[:-1])} (..., seq); "
-            f"pass one position per row of x, e.g. torch.arange({seq}) + offset"
-        )
+        what = "None, a tensor or a list of ints, one per position of x"
+        pos = torch.tensor(check_list("positions", positions, (int, float), what), dtype=torch.float64, device=x.device)
+    check_broadcasts_to("positions", pos, x.shape[:-1], "x's rows",
+                        f" (..., seq); pass one position per row of x, e.g. torch.arange({seq}) + offset")
     if not bool(torch.isfinite(pos).all()):
         raise ValueError("positions must be finite numbers")
     return pos

@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..validation import check_float_tensor, check_mask_dtype, is_causal_bias, materialize_causal_bias
+from ..validation import (
+    check_float_tensor,
+    check_instance,
+    check_mask_dtype,
+    is_causal_bias,
+    materialize_causal_bias,
+)
 from .attention import causal_mask
 
 # ---- copying weights to and from nn.MultiheadAttention ------------------------------------------------------------
@@ -19,11 +25,8 @@ from .attention import causal_mask
 
 def from_torch(cls: type, module: nn.MultiheadAttention) -> nn.Module:
     """A copy of an ``nn.MultiheadAttention`` (same weights, sizes, dropout, batch_first, device and dtype)."""
-    if not isinstance(module, nn.MultiheadAttention):
-        raise TypeError(
-            f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}; to copy one of ours, "
-            f"use copy.deepcopy(module)"
-        )
+    check_instance("module", module, nn.MultiheadAttention, "a torch.nn.MultiheadAttention",
+                   hint="; to copy one of ours, use copy.deepcopy(module)")
     for option, used in (("add_bias_kv", module.bias_k is not None), ("add_zero_attn", module.add_zero_attn)):
         if used:
             raise ValueError(

@@ -11,10 +11,12 @@ from ..common import toy_embeddings
 from ..validation import (
     check_bool,
     check_float_tensor,
-    check_int,
     check_like_parameters,
+    check_list,
     check_mask_dtype,
     check_positive_int,
+    check_seed,
+    check_str,
     check_tokens,
     sized_by,
 )
@@ -176,15 +178,13 @@ def toy_batch(
     padding; ``key_padding_mask`` is ``(batch, max_len)``, True at padding (:func:`padding_mask`); ``padded_tokens``
     are the sentences filled up with ``pad``, ready to label attention maps.
     """
-    if isinstance(sentences, str) or not isinstance(sentences, Sequence) or len(sentences) == 0:
-        raise TypeError(f"sentences must be a non-empty list of token lists, e.g. [['the', 'cat'], ['a', 'dog']], "
-                        f"got {sentences!r:.80}")
+    check_list("sentences", sentences, Sequence, "a non-empty list of token lists, e.g. [['the', 'cat'], ['a', "
+               "'dog']]", allow_empty=False)
     for b, sentence in enumerate(sentences):
         check_tokens(f"sentences[{b}]", sentence)
     check_positive_int("d_model", d_model)
-    check_int("seed", seed, minimum=0)
-    if not isinstance(pad, str):
-        raise TypeError(f"pad must be a string (the label of padding positions), got {type(pad).__name__}")
+    check_seed("seed", seed)
+    check_str("pad", pad, "a string (the label of padding positions)")
     lengths = [len(s) for s in sentences]
     longest = max(lengths)
     x = torch.zeros(len(sentences), longest, d_model)  # (batch, max_len, d_model), zeros = padding

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..common import sinusoidal_positions
-from ..validation import check_float_tensor, check_positive_int
+from ..validation import check_float_tensor, check_index, check_positive_int, check_str
 
 #: The colours of the toy image's shapes (RGB in [0, 1]).
 SHAPE_COLOURS = {"red square": (0.90, 0.20, 0.20), "green disk": (0.20, 0.75, 0.30), "blue bar": (0.20, 0.35, 0.90)}
@@ -137,6 +137,8 @@ def plot_patch_tokens(image: torch.Tensor, patch_size: int, tokens: torch.Tensor
     import matplotlib.pyplot as plt
 
     check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
+    if tokens is not None:
+        check_float_tensor("tokens", tokens, ranks=(2,), layout="(1 + num_patches, d_model)")
     patches = patchify(image, patch_size)  # (num_patches, C·p·p)
     H, W = image.shape[1:]
     gw = W // patch_size
@@ -182,13 +184,15 @@ def plot_patch_attention(weights: torch.Tensor, image: torch.Tensor, patch_size:
 
     check_float_tensor("weights", weights, ranks=(3,), layout="(num_heads, 1 + num_patches, 1 + num_patches)")
     check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
+    check_positive_int("patch_size", patch_size)
+    if title is not None:
+        check_str("title", title)
     num_heads, T, _ = weights.shape
     H, W = image.shape[1:]
     gh, gw = H // patch_size, W // patch_size
     if T != 1 + gh * gw:
         raise ValueError(f"weights cover {T} tokens but the image has 1 + {gh * gw} (class token + patches)")
-    if isinstance(query, bool) or not isinstance(query, int) or not 0 <= query < T:
-        raise ValueError(f"query must be a token index 0..{T - 1} (0 = class token), got {query!r}")
+    check_index("query", query, T, "a token index (0 = the class token) in")
     row = weights[:, query].detach()  # (num_heads, 1 + num_patches)
     fig, axes = plt.subplots(1, num_heads, figsize=(2.6 * num_heads, 3.0))
     axes = [axes] if num_heads == 1 else list(axes)

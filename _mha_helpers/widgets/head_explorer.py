@@ -13,15 +13,18 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 
-from ..common import SENTENCE, _OneThread, toy_embeddings, valid_head_counts
+from ..common import SENTENCE, OneThread, toy_embeddings, valid_head_counts
 from ..maths.mha import MultiHeadAttention
 from ..validation import (
     check_bool,
     check_divisible,
     check_float_tensor,
-    check_int,
+    check_index,
+    check_instance,
     check_like_parameters,
     check_positive_int,
+    check_positive_number,
+    check_seed,
     sized_by,
 )
 from .base import LiveWidget, html_output, image_output, vbox
@@ -42,12 +45,8 @@ def explorer_module(d_model: int = 16, seed: int = 0, gain: float = 2.5) -> Mult
     The random draw happens under a forked random state: it does not change the notebook's own random numbers.
     """
     check_positive_int("d_model", d_model)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int >= 0, got {seed!r} of type {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got seed={seed}")
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
-        raise ValueError(f"gain must be a positive number, got gain={gain!r}")
+    check_seed("seed", seed)
+    check_positive_number("gain", gain, example="2.5")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with sized_by("d_model", d_model):
@@ -67,8 +66,7 @@ def resplit_heads(module: MultiHeadAttention, num_heads: int) -> MultiHeadAttent
     parameter count is the same for every head count; what changes is which products ``q·k`` are summed and
     normalised together in one softmax.
     """
-    if not isinstance(module, MultiHeadAttention):
-        raise TypeError(f"module must be an mha_helpers.MultiHeadAttention, got {type(module).__name__}")
+    check_instance("module", module, MultiHeadAttention, "an mha_helpers.MultiHeadAttention")
     check_positive_int("num_heads", num_heads)
     check_divisible(module.embed_dim, num_heads)
     ref = module.W_o.weight
@@ -129,11 +127,10 @@ def _explorer_setup(
     d_model: int, num_heads: int, sentence: str | Sequence[str], seed: int, module: MultiHeadAttention | None,
 ) -> tuple[MultiHeadAttention, list[str], str]:
     """Check the explorer's arguments; return the module to re-split, the sentence's words and a note on cutting."""
-    check_int("seed", seed, minimum=0)
+    check_seed("seed", seed)
+    check_instance("module", module, MultiHeadAttention, "an mha_helpers.MultiHeadAttention", allow_none=True)
     if module is None:
         module = explorer_module(d_model, seed)
-    elif not isinstance(module, MultiHeadAttention):
-        raise TypeError(f"module must be an mha_helpers.MultiHeadAttention, got {type(module).__name__}")
     elif module.kdim != module.embed_dim or module.vdim != module.embed_dim:
         raise ValueError(f"module must do self-attention (kdim = vdim = embed_dim), got {module}")
     check_positive_int("num_heads", num_heads)
@@ -277,7 +274,7 @@ class HeadExplorer(LiveWidget):
         start = time.perf_counter()
         num_heads, causal = self.head_slider.value, self.causal.value
         enlarge = min(self.enlarge.value, num_heads - 1)
-        with _OneThread():
+        with OneThread():
             self.weights = head_attention_maps(self.module, self._x, num_heads, causal=causal)[0]  # (heads, L, L)
         figure = self.figure_for(num_heads)
         figure.update(self.weights, enlarge, causal)
@@ -412,8 +409,7 @@ def plot_head_explorer(
     check_bool("causal", causal)
     check_bool("compact", compact)
     module, tokens, _ = _explorer_setup(d_model, num_heads, sentence, seed, module)
-    if isinstance(enlarge, bool) or not isinstance(enlarge, int) or not 0 <= enlarge < num_heads:
-        raise ValueError(f"enlarge must be a head index 0..{num_heads - 1}, got enlarge={enlarge!r}")
+    check_index("enlarge", enlarge, num_heads, "a head index")
     d_model = module.embed_dim
     x = toy_embeddings(tokens, d_model, seed=seed)  # (1, seq, d_model)
     weights = head_attention_maps(module, x, num_heads, causal=causal)[0]  # (num_heads, seq, seq)

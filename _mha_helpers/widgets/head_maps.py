@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..common import _plain_labels
+from ..common import plain_labels
 from ..validation import check_attention_weights
 
 
@@ -151,7 +151,7 @@ class _HeadFigure:
     def _label(self, ax, size: float, x: bool, y: bool) -> None:
         # Token labels on the outer edges of the grid only; no ticks at all elsewhere (ticks are slow to draw).
         n = len(self.tokens)
-        labels = _plain_labels(self.tokens)  # drawn literally: a "$" would start mathtext
+        labels = plain_labels(self.tokens)  # drawn literally: a "$" would start mathtext
         ax.set_xticks(range(n) if x else [], labels if x else [], rotation=60, fontsize=size)
         ax.set_yticks(range(n) if y else [], labels if y else [], fontsize=size)
         ax.tick_params(length=0, pad=1.5)

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from ..maths.attention import causal_mask, scaled_dot_product_attention
 from ..maths.inference import fully_masked_rows, mask_forms, naive_masked_softmax
-from ..validation import check_positive_int
+from ..validation import check_index, check_instance, check_positive_int, check_seed
 from .base import LiveWidget, error_html, html_output, vbox
 from .states import Control, States, every_combination
 
@@ -64,6 +64,7 @@ class MaskEditor(LiveWidget):
         check_positive_int("seq_len", seq_len)
         check_positive_int("key_len", key_len)
         check_positive_int("head_dim", head_dim)
+        check_seed("seed", seed)
         if seq_len > 8 or key_len > 12:
             raise ValueError(f"the editor is for small grids: seq_len <= 8 and key_len <= 12, got ({seq_len}, {key_len})")
         self.L, self.S = seq_len, key_len
@@ -83,9 +84,8 @@ class MaskEditor(LiveWidget):
 
     def toggle(self, i: int, j: int) -> bool:
         """Flip query ``i`` -> key ``j`` between allowed and blocked; returns the new state (True = allowed)."""
-        for name, value, n in (("i", i, self.L), ("j", j, self.S)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
-                raise ValueError(f"{name} must be an int in 0..{n - 1}, got {name}={value!r}")
+        check_index("i", i, self.L)
+        check_index("j", j, self.S)
         self._mask[i, j] = not bool(self._mask[i, j])
         self._refresh(cells=False)
         if self._widget is not None:
@@ -275,8 +275,7 @@ def plot_mask_editor(editor: MaskEditor) -> Figure:
     """The mask editor's view as a static matplotlib Figure: the weights and the three forms of the mask."""
     import matplotlib.pyplot as plt
 
-    if not isinstance(editor, MaskEditor):
-        raise TypeError(f"editor must be a MaskEditor (mh.mask_editor(...)), got {type(editor).__name__}")
+    check_instance("editor", editor, MaskEditor, "a MaskEditor (mh.mask_editor(...))")
     L, S = editor.L, editor.S
     forms = editor.forms()
     fig, axes = plt.subplots(1, 4, figsize=(4 * (0.45 * S + 0.9), 0.5 * L + 1.6))

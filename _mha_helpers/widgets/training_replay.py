@@ -4,7 +4,7 @@ trained (``experiments/induction.py``), showing every head's map on the example 
 
 from __future__ import annotations
 
-from ..experiments.induction import InductionHistory, _draw_map, induction_letters
+from ..experiments.induction import InductionHistory, draw_map, induction_letters
 from .base import LiveWidget, figure_png, html_output, image_output, vbox
 
 
@@ -19,7 +19,7 @@ def _snapshot_figure(history: InductionHistory, index: int, fig=None):
     for k, ax in enumerate(fig.axes):
         ax.clear()
         layer, head = divmod(k, n_heads)
-        _draw_map(ax, history.maps[index, layer, head], labels, f"L{layer}.H{head}", ticks=False)
+        draw_map(ax, history.maps[index, layer, head], labels, f"L{layer}.H{head}", ticks=False)
     fig.suptitle(f"step {history.steps[index]}: loss on repeated tokens {history.repeated_loss[index]:.2f}",
                  fontsize=10)
     fig.tight_layout()

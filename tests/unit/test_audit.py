@@ -14,8 +14,8 @@ from checker_support import run, stub
 from torch import nn
 
 import mha_helpers as mh
-from _mha_helpers.lessons.audit import _ABOUT
-from _mha_helpers.lessons.audit_probes import _PROBES
+from _mha_helpers.lessons.audit import ABOUT
+from _mha_helpers.lessons.audit_probes import PROBES
 
 # ---- the zoo ---------------------------------------------------------------------------------------------------
 
@@ -367,7 +367,7 @@ def test_report_shows_as_a_table_and_as_text():
 
 
 def test_the_property_set_is_fixed():
-    assert list(_PROBES) == list(mh.AUDIT_PROPERTIES) == list(_ABOUT)
+    assert list(PROBES) == list(mh.AUDIT_PROPERTIES) == list(ABOUT)
     report = mh.audit(F.scaled_dot_product_attention)
     assert [r.property for r in report.rows] == list(mh.AUDIT_PROPERTIES)
     assert sorted(report.failed + report.passed + report.not_applicable) == sorted(mh.AUDIT_PROPERTIES)

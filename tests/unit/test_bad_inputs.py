@@ -391,8 +391,8 @@ def test_causal_mask_bad_args(args, exc, message):
     ("lengths", "kwargs", "exc", "message"),
     [
         ([1.5, 2], {}, TypeError, "lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got [1.5, 2.0]"),
-        ([[1, 2]], {}, TypeError, "lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got [[1, 2]]"),
-        ([], {}, TypeError, "lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got []"),
+        ([[1, 2]], {}, ValueError, "lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got [[1, 2]]"),
+        ([], {}, ValueError, "lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got []"),
         (["a"], {}, TypeError, "lengths must be a non-empty 1-D list of ints, e.g. [3, 1, 2], got ['a']"),
         ([True, False], {}, TypeError, "got [True, False]"),
         ([-1, 2], {}, ValueError, "lengths must be >= 0 (a number of real tokens), got [-1, 2]"),
@@ -501,8 +501,8 @@ def lookup_model():
         ({"start": 2.0}, TypeError, "start must be a positive int, got 2.0 of type float"),
         ({"num_examples": 0}, ValueError, "num_examples must be a positive int, got num_examples=0"),
         ({"num_examples": "10"}, TypeError, "num_examples must be a positive int"),
-        ({"heads_off": None}, TypeError, "heads_off must be a list of head numbers, e.g. [0], got None"),
-        ({"heads_off": [5]}, ValueError, "heads_off must hold head numbers 0..1, got heads_off=[5]"),
+        ({"heads_off": None}, TypeError, "heads_off must be a head number or a list of them, e.g. [0], got None"),
+        ({"heads_off": [5]}, ValueError, "heads_off must be head numbers in 0..1, got heads_off=[5]"),
     ],
 )
 def test_lookup_accuracy_bad_args(lookup_model, kwargs, exc, fragment):

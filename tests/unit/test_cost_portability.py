@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import mha_helpers as mh
-from _mha_helpers.experiments import cost
+from _mha_helpers.experiments import memory
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_JOB = {"method": "sdpa", "batch": 1, "heads": 1, "seq": 64, "head_dim": 8, "threads": 1}
@@ -53,17 +53,17 @@ def no_uname(monkeypatch):
 def test_linux_here_uses_the_resettable_high_water_mark():
     if not (os.path.exists("/proc/self/clear_refs") and os.access("/proc/self/clear_refs", os.W_OK)):
         pytest.skip("this machine has no writable /proc/self/clear_refs")
-    assert cost._memory_method(torch.device("cpu")) == "clear_refs"
+    assert memory._memory_method(torch.device("cpu")) == "clear_refs"
 
 
 def test_windows_is_recognised_without_proc_resource_or_uname(monkeypatch, no_proc, no_resource, no_uname):
     monkeypatch.setattr(sys, "platform", "win32")
-    assert cost._memory_method(torch.device("cpu")) == "windows"
+    assert memory._memory_method(torch.device("cpu")) == "windows"
 
 
 def test_macos_uses_resource(monkeypatch, no_proc, no_uname):
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert cost._memory_method(torch.device("cpu")) == "ru_maxrss"
+    assert memory._memory_method(torch.device("cpu")) == "ru_maxrss"
 
 
 def test_ru_maxrss_unit_comes_from_sys_platform_not_uname(monkeypatch, no_uname):
@@ -71,26 +71,26 @@ def test_ru_maxrss_unit_comes_from_sys_platform_not_uname(monkeypatch, no_uname)
 
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     monkeypatch.setattr(sys, "platform", "darwin")  # macOS reports bytes
-    assert abs(cost._maxrss_bytes() - kib) <= 64 * 2**20  # (a little more may have been allocated since)
+    assert abs(memory._maxrss_bytes() - kib) <= 64 * 2**20  # (a little more may have been allocated since)
     monkeypatch.setattr(sys, "platform", "linux")  # Linux reports kB
-    assert cost._maxrss_bytes() >= kib * 1024
+    assert memory._maxrss_bytes() >= kib * 1024
 
 
 def test_cuda_uses_its_allocator_anywhere(no_proc, no_resource):
-    assert cost._memory_method(torch.device("cuda")) == "cuda"
+    assert memory._memory_method(torch.device("cuda")) == "cuda"
 
 
 def test_the_windows_reader_needs_neither_resource_nor_uname(monkeypatch, no_proc, no_resource, no_uname):
     peaks = itertools.count(100 * 2**20, 3 * 2**20)  # a fake peak working set that grows 3 MiB per reading
-    monkeypatch.setattr(cost, "_windows_peak_bytes", lambda: next(peaks))
-    measured = cost._measure_in_this_process(dict(SMALL_JOB), torch.device("cpu"), "windows")
+    monkeypatch.setattr(memory, "_windows_peak_bytes", lambda: next(peaks))
+    measured = memory._measure_in_this_process(dict(SMALL_JOB), torch.device("cpu"), "windows")
     assert measured == 3 * 2**20  # after minus before: the peak the job added
 
 
 def test_the_macos_reader_measures_a_real_job(monkeypatch, no_proc, no_uname):
     monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setattr(cost, "_maxrss_bytes", lambda: 1024 * torch.get_num_threads())  # deterministic stand-in
-    measured = cost._measure_in_this_process(dict(SMALL_JOB), torch.device("cpu"), "ru_maxrss")
+    monkeypatch.setattr(memory, "_maxrss_bytes", lambda: 1024 * torch.get_num_threads())  # deterministic stand-in
+    measured = memory._measure_in_this_process(dict(SMALL_JOB), torch.device("cpu"), "ru_maxrss")
     assert measured == 0.0 and not math.isnan(measured)
 
 
@@ -105,7 +105,7 @@ def test_no_way_to_measure_degrades_with_a_clear_warning(monkeypatch, no_proc, n
 def test_without_clear_refs_each_job_gets_its_own_process(monkeypatch):
     if importlib.util.find_spec("resource") is None:
         pytest.skip("needs the resource module to measure for real")
-    monkeypatch.setattr(cost, "_memory_method", lambda device: "ru_maxrss")  # as on macOS
+    monkeypatch.setattr(memory, "_memory_method", lambda device: "ru_maxrss")  # as on macOS
     started = []
     real_run = subprocess.run
 
@@ -128,10 +128,10 @@ del os.uname                            # ... and no os.uname
 real_exists = os.path.exists
 os.path.exists = lambda p: False if str(p).startswith("/proc") else real_exists(p)   # ... and no /proc
 import mha_helpers  # the whole map imports without them
-from _mha_helpers.experiments import cost
+from _mha_helpers.experiments import memory
 peaks = itertools.count(0, 2**20)
-cost._windows_peak_bytes = lambda: next(peaks)   # stands in for GetProcessMemoryInfo, which only Windows has
-cost._memory_worker()
+memory._windows_peak_bytes = lambda: next(peaks)   # stands in for GetProcessMemoryInfo, which only Windows has
+memory._memory_worker()
 """
 
 

@@ -94,12 +94,12 @@ def test_scores_of_perfect_maps_are_one():
     previous = torch.zeros(1, 1, 1, L, L)
     previous[0, 0, 0, 0, 0] = 1.0
     previous[0, 0, 0, torch.arange(1, L), torch.arange(L - 1)] = 1.0  # every query on key i-1
-    assert float(induction._scores_from_maps(previous, tokens, "previous")) == pytest.approx(1.0)
+    assert float(induction.scores_from_maps(previous, tokens, "previous")) == pytest.approx(1.0)
     target = induction._targets(tokens, "induction").float()  # (L, L): the key after the earlier copy
     perfect = target / target.sum(-1, keepdim=True).clamp(min=1)
-    assert float(induction._scores_from_maps(perfect[None, None, None], tokens, "induction")) == pytest.approx(1.0)
+    assert float(induction.scores_from_maps(perfect[None, None, None], tokens, "induction")) == pytest.approx(1.0)
     uniform = torch.ones(L, L).tril() / torch.arange(1, L + 1)[:, None]
-    assert float(induction._scores_from_maps(uniform[None, None, None], tokens, "induction")) < 0.3
+    assert float(induction.scores_from_maps(uniform[None, None, None], tokens, "induction")) < 0.3
 
 
 def test_induction_score_needs_something_that_repeats():
@@ -167,7 +167,7 @@ def test_heads_off_bad_pairs():
     model = mh.InductionModel()
     with pytest.raises(ValueError, match="layer, head"):
         mh.occurrence_losses(model, [(2, 0)])
-    with pytest.raises(ValueError, match="layer, head"):
+    with pytest.raises(TypeError, match="layer, head"):  # an int where a (layer, head) pair belongs
         mh.occurrence_losses(model, [0])
     with pytest.raises(ValueError, match="heads must be head numbers"):
         mh.occurrence_losses(model, [(0, 9)])

@@ -1,5 +1,5 @@
-"""Notebook 09, attention that costs less: the online softmax and a FlashAttention-style attention (forward and
-backward over blocks), grouped-query / multi-query attention, and the KV cache of step-by-step decoding.
+"""Notebook 09, attention that costs less memory: the online softmax, and a FlashAttention-style attention that
+walks over blocks of keys (forward and backward) so the L x S matrix of weights never exists.
 """
 
 from __future__ import annotations
@@ -7,23 +7,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from matplotlib.axes import Axes
-from torch import nn
 
-from ..common import valid_head_counts
-from ..validation import (
-    check_bool,
-    check_divisible,
-    check_factory_kwargs,
-    check_float_tensor,
-    check_like_parameters,
-    check_mask_dtype,
-    check_positive_int,
-    materialize_causal_bias,
-    sized_by,
-)
-from .attention import _check_qkv, _check_scale, causal_mask
+from ..validation import check_axes, check_bool, check_float_tensor, check_positive_int, check_qkv, check_scale
 
 
 def _causal_block_hidden(i0: int, i1: int, j0: int, j1: int, device: torch.device) -> torch.Tensor:
@@ -176,11 +162,11 @@ def online_softmax_attention(
     recomputes each block's probabilities, so training memory is linear too. float16/bfloat16 inputs are computed
     in float32 and returned in their dtype. Works on any device (CPU, CUDA, ...).
     """
-    _check_qkv(query, key, value)
+    check_qkv(query, key, value)
     check_positive_int("block_size", block_size)
     check_positive_int("query_block_size", query_block_size)
     check_bool("is_causal", is_causal)
-    _check_scale(scale)
+    check_scale("scale", scale)
     if not (query.shape[:-2] == key.shape[:-2] == value.shape[:-2]):
         raise ValueError(
             f"query, key and value must have the same leading dims (...), e.g. (batch, heads), got query "
@@ -209,6 +195,8 @@ def online_softmax_steps(x: torch.Tensor, block_size: int) -> list[dict[str, obj
     The softmax is then ``exp(x - m) / l`` with the final m and l.
     """
     check_float_tensor("x", x, ranks=(1,))
+    if x.numel() == 0:
+        raise ValueError("x is empty (shape (0,)): pass at least one score")
     check_positive_int("block_size", block_size)
     steps, m, total = [], float("-inf"), 0.0
     for start in range(0, x.numel(), block_size):
@@ -229,18 +217,19 @@ def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block
     Tiles below the diagonal are computed whole, tiles that cross it are computed and then masked, tiles above it
     (causal only) are skipped: never multiplied, never stored.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
     for name, value in (("seq_len", seq_len), ("key_len", key_len), ("block_size", block_size),
                         ("query_block_size", query_block_size)):
         check_positive_int(name, value)
     check_bool("is_causal", is_causal)
+    check_axes("ax", ax)
     rows = math.ceil(seq_len / query_block_size)
     cols = math.ceil(key_len / block_size)
     if rows > 64 or cols > 64:  # a larger grid is unreadable, and drawing its tiles one by one takes minutes
         raise ValueError(f"the schedule has {rows} x {cols} tiles; plot_block_schedule draws at most 64 x 64: "
                          f"use larger blocks (block_size, query_block_size) or a shorter seq_len/key_len")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
     kind = torch.zeros(rows, cols)  # 0 skipped, 1 masked, 2 computed whole
     for r in range(rows):
         i0, i1 = r * query_block_size, min((r + 1) * query_block_size, seq_len)
@@ -268,227 +257,3 @@ def plot_block_schedule(seq_len: int, key_len: int, block_size: int, query_block
     ax.legend(handles=[Patch(color="#2a9d8f", label="computed"), Patch(color="#f4a261", label="computed, then masked"),
                        Patch(color="#f0f0f0", label="skipped")], loc="upper right", fontsize=8, framealpha=0.9)
     return ax
-
-
-def _check_gqa_heads(num_heads: int, num_kv_heads: int) -> None:
-    if num_kv_heads < 1 or num_heads < 1:
-        raise ValueError(
-            f"need at least one query head and one K/V head, got num_heads={num_heads} and "
-            f"num_kv_heads={num_kv_heads} (dim 1 of query and of key/value)"
-        )
-    if num_heads % num_kv_heads != 0:
-        counts = ", ".join(str(h) for h in valid_head_counts(num_heads))
-        raise ValueError(
-            f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}: every K/V head must serve the "
-            f"same number of query heads; valid kv-head counts: {counts}"
-        )
-
-
-def grouped_query_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    scale: float | None = None,
-) -> torch.Tensor:
-    """Attention where groups of query heads share one K/V head (GQA; MQA when there is one K/V head).
-
-    query ``(batch, num_heads, L, head_dim)``; key, value ``(batch, num_kv_heads, S, head_dim)`` with
-    ``num_heads % num_kv_heads == 0`` -> output ``(batch, num_heads, L, head_dim)``. Query head h reads K/V head
-    ``h // (num_heads // num_kv_heads)``: the grouping of ``key.repeat_interleave(num_heads // num_kv_heads, dim=1)``
-    and of ``F.scaled_dot_product_attention(..., enable_gqa=True)``. K and V are never copied: the query heads of a
-    group are stacked along the sequence axis and attend to their shared K/V head in one call.
-
-    ``attn_mask``: an ``(L, S)`` mask in F.scaled_dot_product_attention's convention (bool True = may attend, or
-    float added to the scores; a ``CausalBias`` from ``torch.nn.attention.bias`` too); ``is_causal`` is top-left
-    aligned as there; pass one of them at most. ``scale`` defaults to 1/√head_dim.
-    """
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        check_float_tensor(name, t, ranks=(4,))
-    batch, num_heads, L, head_dim = query.shape
-    if key.shape != value.shape:
-        raise ValueError(f"key and value must have the same shape, got key {tuple(key.shape)}, value {tuple(value.shape)}")
-    if key.shape[0] != batch or key.shape[3] != head_dim:
-        raise ValueError(
-            f"key/value must be (batch, num_kv_heads, S, head_dim) = ({batch}, num_kv_heads, S, {head_dim}) to match "
-            f"query {tuple(query.shape)}, got {tuple(key.shape)}"
-        )
-    _check_qkv(query, key, value)  # one dtype, one device
-    _check_scale(scale)
-    for name, t in (("query", query), ("key", key)):
-        if 0 in t.shape[2:]:
-            raise ValueError(f"{name} has an empty dim (shape {tuple(t.shape)}): seq and head_dim must be at least 1")
-    num_kv_heads, S = key.shape[1], key.shape[2]
-    _check_gqa_heads(num_heads, num_kv_heads)
-    check_bool("is_causal", is_causal)
-    if is_causal and attn_mask is not None:
-        raise ValueError("pass either attn_mask or is_causal=True, not both (as F.scaled_dot_product_attention)")
-    if is_causal:
-        attn_mask = causal_mask(L, S, device=query.device)  # (L, S), True = may attend
-    attn_mask = materialize_causal_bias("attn_mask", attn_mask, L, S, query.device)  # CausalBias -> (L, S) bool
-    if attn_mask is not None:
-        check_mask_dtype("attn_mask", attn_mask, query.dtype)
-        if attn_mask.device != query.device:
-            raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {query.device}; move it with "
-                             f"attn_mask.to(query.device)")
-        if tuple(attn_mask.shape) != (L, S):
-            raise ValueError(f"attn_mask must be (L, S) = ({L}, {S}), got shape {tuple(attn_mask.shape)}")
-    group = num_heads // num_kv_heads
-    q = query.reshape(batch, num_kv_heads, group * L, head_dim)  # (batch, H, L, hd) -> (batch, H_kv, group·L, hd)
-    if attn_mask is not None:
-        attn_mask = attn_mask.repeat(group, 1)  # (L, S) -> (group·L, S): the same rows for every head of a group
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask, scale=scale)  # (batch, H_kv, group·L, hd)
-    return out.reshape(batch, num_heads, L, head_dim)  # (batch, H_kv, group·L, hd) -> (batch, H, L, hd)
-
-
-def kv_cache_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, bytes_per_value: int = 2) -> int:
-    """Bytes a KV cache stores per token (per sequence): 2 (K and V) · num_layers · num_kv_heads · head_dim · bytes.
-
-    ``bytes_per_value`` is 2 for float16/bfloat16, 4 for float32. The number of QUERY heads does not appear.
-    """
-    for name, value in (("num_layers", num_layers), ("num_kv_heads", num_kv_heads), ("head_dim", head_dim),
-                        ("bytes_per_value", bytes_per_value)):
-        check_positive_int(name, value)
-    return 2 * num_layers * num_kv_heads * head_dim * bytes_per_value
-
-
-class KVCache:
-    """The keys and values of the tokens seen so far, for one attention layer, filled left to right.
-
-    ``KVCache(batch, num_kv_heads, head_dim, max_len, dtype=torch.float32, device=None)`` preallocates
-    ``keys`` and ``values`` of shape ``(batch, num_kv_heads, max_len, head_dim)``; ``len(cache)`` is the number of
-    positions filled. ``append(k, v)`` stores new positions ``(batch, num_kv_heads, T, head_dim)`` and returns views
-    of everything cached, ``(batch, num_kv_heads, len(cache), head_dim)``. ``nbytes`` is what the filled part takes.
-    """
-
-    def __init__(self, batch: int, num_kv_heads: int, head_dim: int, max_len: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
-        for name, value in (("batch", batch), ("num_kv_heads", num_kv_heads), ("head_dim", head_dim),
-                            ("max_len", max_len)):
-            check_positive_int(name, value)
-        check_factory_kwargs(device, dtype)
-        shape = (batch, num_kv_heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
-        self.length = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __repr__(self) -> str:
-        b, h, _, d = self.keys.shape
-        return f"KVCache(batch={b}, num_kv_heads={h}, head_dim={d}, filled {self.length}/{self.max_len})"
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the filled positions: 2 · batch · num_kv_heads · len(cache) · head_dim · element size."""
-        b, h, _, d = self.keys.shape
-        return 2 * b * h * self.length * d * self.keys.element_size()
-
-    def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store ``key``, ``value`` ``(batch, num_kv_heads, T, head_dim)``; return all cached keys and values."""
-        want = tuple(self.keys.shape[:2]) + (self.keys.shape[3],)
-        for name, t in (("key", key), ("value", value)):
-            check_float_tensor(name, t, ranks=(4,))
-            if (t.shape[0], t.shape[1], t.shape[3]) != want:
-                raise ValueError(
-                    f"{name} must be (batch, num_kv_heads, T, head_dim) = ({want[0]}, {want[1]}, T, {want[2]}), "
-                    f"got {tuple(t.shape)}"
-                )
-            if (t.dtype, t.device) != (self.keys.dtype, self.keys.device):
-                raise TypeError(f"{name} is {t.dtype} on {t.device} but the cache holds {self.keys.dtype} on "
-                                f"{self.keys.device}; use {name}.to({self.keys.dtype}) or build the cache with "
-                                f"dtype={t.dtype}, device='{t.device}'")
-        T = key.shape[2]
-        if value.shape[2] != T:
-            raise ValueError(f"key and value must add the same number of positions, got {T} and {value.shape[2]}")
-        if self.length + T > self.max_len:
-            raise ValueError(f"the cache holds max_len={self.max_len} positions; {self.length} + {T} do not fit")
-        self.keys[:, :, self.length:self.length + T] = key
-        self.values[:, :, self.length:self.length + T] = value
-        self.length += T
-        return self.keys[:, :, : self.length], self.values[:, :, : self.length]  # views, no copy
-
-
-class GroupedQuerySelfAttention(nn.Module):
-    """Causal self-attention with ``num_kv_heads`` K/V heads shared by ``num_heads`` query heads (no biases).
-
-    ``W_q: d_model -> num_heads·head_dim``, ``W_k, W_v: d_model -> num_kv_heads·head_dim``,
-    ``W_o: d_model -> d_model``. ``num_kv_heads == num_heads`` is ordinary multi-head attention, 1 is multi-query.
-
-    ``forward(x, cache=None)``: x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``. Without a cache, x is the whole
-    sequence (causal attention). With a :class:`KVCache`, x holds only the NEW tokens: their keys and values are
-    appended to the cache and their queries attend to everything cached (the causal mask aligned to the end).
-    """
-
-    def __init__(self, d_model: int, num_heads: int, num_kv_heads: int) -> None:
-        super().__init__()
-        for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-            check_positive_int(name, value)
-        check_divisible(d_model, num_heads, d_name="d_model")
-        _check_gqa_heads(num_heads, num_kv_heads)
-        self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
-        self.head_dim = d_model // num_heads
-        with sized_by("d_model", d_model):
-            self.W_q = nn.Linear(d_model, d_model, bias=False)
-            self.W_k = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
-            self.W_v = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
-            self.W_o = nn.Linear(d_model, d_model, bias=False)
-
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty :class:`KVCache` for this layer's K/V heads, on its device and dtype."""
-        w = self.W_k.weight
-        return KVCache(batch, self.num_kv_heads, self.head_dim, max_len, dtype=w.dtype, device=w.device)
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
-        check_float_tensor("x", x, ranks=(3,))
-        check_like_parameters("x", x, self.W_q.weight, "layer")
-        if cache is not None and not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache (layer.new_cache(batch, max_len)) or None, got "
-                            f"{type(cache).__name__}")
-        batch, T, features = x.shape
-        if T == 0:
-            raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): x must be (batch, T >= 1, {self.d_model})")
-        if features != self.d_model:
-            raise ValueError(f"x has {features} features (shape {tuple(x.shape)}) but the layer has d_model={self.d_model}")
-        hd = self.head_dim
-        q = self.W_q(x).view(batch, T, self.num_heads, hd).transpose(1, 2)  # (batch, T, d) -> (batch, H, T, hd)
-        k = self.W_k(x).view(batch, T, self.num_kv_heads, hd).transpose(1, 2)  # -> (batch, H_kv, T, hd)
-        v = self.W_v(x).view(batch, T, self.num_kv_heads, hd).transpose(1, 2)  # -> (batch, H_kv, T, hd)
-        if cache is None:
-            heads = grouped_query_attention(q, k, v, is_causal=True)  # (batch, H, T, hd)
-        else:
-            past = len(cache)
-            k, v = cache.append(k, v)  # (batch, H_kv, past + T, hd): the old keys and values are not recomputed
-            # New token t (position past + t) may see keys 0..past + t: causal, aligned to the END of the cache.
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past + T)
-            heads = grouped_query_attention(q, k, v, attn_mask=None if T == 1 else mask)  # one token sees all
-        out = heads.transpose(1, 2).reshape(batch, T, self.d_model)  # (batch, H, T, hd) -> (batch, T, d_model)
-        return self.W_o(out)
-
-
-def decode_step_by_step(layer: GroupedQuerySelfAttention, x: torch.Tensor, use_cache: bool) -> torch.Tensor:
-    """Outputs of ``layer`` for ``x`` ``(batch, T, d_model)`` computed one token at a time, as generation does.
-
-    ``use_cache=False`` recomputes the whole prefix at every step (K and V of all earlier tokens again);
-    ``use_cache=True`` keeps them in a :class:`KVCache` and computes only the new token's. Both return
-    ``(batch, T, d_model)``, equal to ``layer(x)``.
-    """
-    if not isinstance(layer, GroupedQuerySelfAttention):
-        raise TypeError(f"layer must be a GroupedQuerySelfAttention, got {type(layer).__name__}")
-    check_float_tensor("x", x, ranks=(3,))
-    check_bool("use_cache", use_cache)
-    batch, T, _ = x.shape
-    if T == 0:
-        raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): decode at least one, x of shape (batch, T>=1, d_model)")
-    outputs = []
-    cache = layer.new_cache(batch, T) if use_cache else None
-    for t in range(T):
-        if use_cache:
-            outputs.append(layer(x[:, t:t + 1], cache=cache))  # (batch, 1, d_model)
-        else:
-            outputs.append(layer(x[:, : t + 1])[:, -1:])  # the whole prefix again, keep the last position
-    return torch.cat(outputs, dim=1)  # (batch, T, d_model)
