@@ -205,7 +205,8 @@ class _SelfAttentionJFixed(ZooAttention):
 
 class DecoderAttentionK(ZooAttention):
     def new_cache(self, batch, max_len):
-        return KVCache(batch, self.num_heads, self.head_dim, max_len)
+        w = self.W_k.weight  # the cache holds keys and values in the layer's own dtype, on its device
+        return KVCache(batch, self.num_heads, self.head_dim, max_len, dtype=w.dtype, device=w.device)
 
     def forward(self, x, cache=None):
         q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))  # (B, H, T, hd)
