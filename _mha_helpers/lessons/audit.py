@@ -28,7 +28,7 @@ from ..common import _OneThread
 from ..validation import check_bool, check_callable
 from . import audit_probes as box
 from . import audit_weight_probes as weights
-from .audit_probes import dependencies, mixes_the_batch, raised, unreadable
+from .audit_probes import close, dependencies, mixes_the_batch, raised, tolerance, unreadable
 from .audit_target import Function, ImplementationRaised, Inputs, Module, WrongOutput, batch_size
 from .audit_weight_probes import infer_heads
 
@@ -259,6 +259,22 @@ def _all_but(first: AuditRow, why: str) -> list[AuditRow]:
     return [first] + [AuditRow(p, "n/a", f"not applicable: {why}") for p in AUDIT_PROPERTIES[1:]]
 
 
+def _wrapper_note(t, d) -> str:
+    """The projections were read in a sub-module: use them only when the module's output IS that sub-module's
+    self-attention (a wrapper); a Transformer block does more, and its weights would give false alarms."""
+    path = t.structure.layout.path
+    try:
+        inner = Module(t.m.get_submodule(path), t.causal)
+        same = inner.d_model == t.d_model and close(inner(d.x)[0], d.out, tolerance(d))
+    except (ImplementationRaised, TypeError, ValueError):
+        same = False
+    if same:
+        return f"weights read in .{path}, whose self-attention the module's output is"
+    t.structure.problem = (f"the module's output is not the self-attention of .{path} alone (a block around it?): "
+                           f"audit .{path} itself")
+    return ""
+
+
 def _report(t, d, positions: bool) -> AuditReport:
     """Determinism, then mixing, then (a module) causality and heads found out, then every property."""
     notes = list(t.notes)
@@ -280,12 +296,11 @@ def _report(t, d, positions: bool) -> AuditReport:
         notes.append("the module is causal (later tokens never changed earlier outputs): audited with causal=True")
     if t.kind == "function" and not t.takes_mask:
         notes.append(f"{t.name} takes no attn_mask: the mask properties do not apply")
-    if t.kind == "module" and t.structure.layout is not None:
+    if t.kind == "module" and t.structure.layout is not None and t.structure.problem is None:
+        if t.structure.layout.path and (note := _wrapper_note(t, d)):
+            notes.append(note)
         if t.structure.num_heads is None and t.structure.problem is None and (note := infer_heads(t, d)):
             notes.append(note)
-        if t.structure.layout.path:
-            notes.append(f"weights read in .{t.structure.layout.path}: the rows that use them take the module to be "
-                         "that attention and nothing more")
     rows = [first] + [AuditRow(name, *PROBES[name](t, d)) for name in AUDIT_PROPERTIES[1:]]
     return report(rows, unreadable=[unreadable(t)] if t.kind == "module" and not t.structure.readable else [])
 

@@ -196,9 +196,12 @@ def read_structure(module: nn.Module) -> Structure:
     hd = _attr(sub, HEAD_DIM_NAMES) or _attr(module, HEAD_DIM_NAMES)
     kv = _attr(sub, KV_HEAD_NAMES) or _attr(module, KV_HEAD_NAMES)
     found = Structure(layout, d_model, widths)
-    if H is None:
+    if getattr(sub, "add_zero_attn", False) or getattr(sub, "bias_k", None) is not None:
+        found.problem = ("it attends to extra keys (nn.MultiheadAttention's add_zero_attn or add_bias_kv) that the "
+                         "reference does not have")
+    elif H is None:
         return found  # audit tries the head counts the widths allow (head_counts)
-    heads = split_heads_of(H, hd, kv, widths, o_in)
+    heads = split_heads_of(H, hd, kv, widths, o_in) if found.problem is None else found.problem
     if isinstance(heads, str):
         found.problem = heads
     else:

@@ -788,3 +788,19 @@ def test_checker_13_names_randomness_and_unreadable_modules(capsys):
 
     passed, out = run(mh.check_fix_padding_heads, Dropped, capsys)
     assert not passed and "dropout left on" in out, out
+
+
+@pytest.mark.parametrize(("label", "build", "why"), [
+    ("mh.TransformerBlock", lambda: C.build(mh.TransformerBlock, 32, 4), "audit .self_attn itself"),
+    ("nn.TransformerEncoderLayer", lambda: C.build(nn.TransformerEncoderLayer, 32, 4, batch_first=True),
+     "audit .self_attn itself"),
+    ("nn.MultiheadAttention add_zero_attn", lambda: C.build(nn.MultiheadAttention, 32, 4, add_zero_attn=True,
+                                                            batch_first=True), "extra keys"),
+    ("nn.MultiheadAttention add_bias_kv", lambda: C.build(nn.MultiheadAttention, 32, 4, add_bias_kv=True,
+                                                          batch_first=True), "extra keys"),
+])
+def test_more_than_plain_attention_is_incomplete_never_a_false_alarm(label, build, why):
+    """A block around an attention, or extra keys: the weights are found, but the reference would not fit."""
+    report = mh.audit(build())
+    assert report.verdict == "incomplete" and report.failed == [], f"{label}:\n{report}"
+    assert why in report.unreadable[0]
