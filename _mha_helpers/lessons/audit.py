@@ -269,7 +269,7 @@ def _wrapper_note(t, d) -> str:
     except (ImplementationRaised, TypeError, ValueError):
         same = False
     if same:
-        return f"weights read in .{path}, whose self-attention the module's output is"
+        return f"weights read in .{path}: the module's output is the self-attention of .{path}"
     t.structure.problem = (f"the module's output is not the self-attention of .{path} alone (a block around it?): "
                            f"audit .{path} itself")
     return ""

@@ -37,10 +37,10 @@ def _alibi(q: torch.Tensor, k: torch.Tensor, symmetric: bool) -> torch.Tensor:
 #: name -> (q, k) -> (rotated q, rotated k, bias added to the scores or None). "no position terms" comes first.
 POSITION_SCHEMES: dict[str, Callable] = {
     "no position terms": lambda q, k: (q, k, None),
-    "RoPE, interleaved pairs (mh.rope)": lambda q, k: (rope(q), rope(k), None),
-    "RoPE, halves (rotate_half)": lambda q, k: (_rope_halves(q), _rope_halves(k), None),
-    "ALiBi, -m·|i - j| (mh.alibi_bias)": lambda q, k: (q, k, _alibi(q, k, True)),
-    "ALiBi, -m·(i - j) on every key": lambda q, k: (q, k, _alibi(q, k, False)),
+    "RoPE: interleaved pairs, as mh.rope": lambda q, k: (rope(q), rope(k), None),
+    "RoPE: halves, as rotate_half": lambda q, k: (_rope_halves(q), _rope_halves(k), None),
+    "ALiBi: -m·|i - j|, as mh.alibi_bias": lambda q, k: (q, k, _alibi(q, k, True)),
+    "ALiBi: -m·(i - j) on every key": lambda q, k: (q, k, _alibi(q, k, False)),
 }
 
 

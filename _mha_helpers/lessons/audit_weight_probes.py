@@ -132,11 +132,11 @@ def matches_reference(t, d):
             want = module_reference(t.structure, t.m, d.x, t.causal, scheme)
             what = f"project -> {t.num_heads} heads of {t.head_dim} -> attend -> merge -> W_o from its own weights"
         if maxdiff(d.out, want) <= tol * magnitude(want):
-            scheme = f", {scheme}" if t.positions else ""
+            scheme = f" + {scheme}" if t.positions else ""
             return "pass", f"{d.what}: equal to {what}{scheme} (within {within(tol)})"
     if t.positions:
         raise NotApplicable(f"positions=True and the output matches none of the position schemes audit knows "
-                            f"({', '.join(schemes_for(True, t.head_dim)[1:])}), so it cannot be compared")
+                            f"({'; '.join(schemes_for(True, t.head_dim)[1:])}), so it cannot be compared")
     return "fail", f"{d.what}: differs from {what}, {changed(d.out, want)}"
 
 

@@ -710,12 +710,12 @@ def test_notebook_13s_folded_solutions_pass_under_float64():
 
 
 POSITION_AWARE = [
-    ("RoPE module", lambda: C.build(C.RoPEAttention), False, "RoPE, interleaved pairs"),
-    ("RoPE module causal", lambda: C.build(C.RoPEAttention, causal=True), True, "RoPE, interleaved pairs"),
-    ("RoPE module, halves", lambda: C.build(C.RoPEAttention, halves=True), False, "RoPE, halves"),
-    ("RoPE function causal", lambda: C.rope_attention, True, "RoPE, interleaved pairs"),
-    ("ALiBi function", lambda: C.alibi_attention, False, "ALiBi, -m·|i - j|"),
-    ("ALiBi function causal", lambda: C.alibi_attention, True, "ALiBi, -m·|i - j|"),
+    ("RoPE module", lambda: C.build(C.RoPEAttention), False, "RoPE: interleaved pairs"),
+    ("RoPE module causal", lambda: C.build(C.RoPEAttention, causal=True), True, "RoPE: interleaved pairs"),
+    ("RoPE module, halves", lambda: C.build(C.RoPEAttention, halves=True), False, "RoPE: halves"),
+    ("RoPE function causal", lambda: C.rope_attention, True, "RoPE: interleaved pairs"),
+    ("ALiBi function", lambda: C.alibi_attention, False, "ALiBi: -m·|i - j|"),
+    ("ALiBi function causal", lambda: C.alibi_attention, True, "ALiBi: -m·|i - j|"),
 ]
 
 
