@@ -56,7 +56,8 @@ _ABOUT: dict[str, tuple[str, str, str]] = {
     "deterministic": (
         "the same input gives the same output (a module is run in eval mode, as in use)",
         "non-deterministic in eval mode: dropout left on, e.g. dropout_p=self.dropout passed to "
-        "F.scaled_dot_product_attention without `if self.training else 0.0`, or F.dropout(..., training=True)",
+        "F.scaled_dot_product_attention without `if self.training else 0.0`, or F.dropout(..., training=True); or "
+        "state kept from one call to the next (a cache that is never reset)",
         "PyTorch's module.eval() sets self.training = False; gate dropout on it, as mh.MultiHeadAttention does"),
     "rows_sum_to_one": (
         "each output is a weighted average of the values (weights >= 0 that sum to 1 over the keys)",

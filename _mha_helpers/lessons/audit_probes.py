@@ -44,12 +44,18 @@ def tolerance(d, base: float = 1e-5) -> float:
 
 
 def magnitude(t: torch.Tensor) -> float:
-    return 1.0 + float(t.detach().double().abs().max()) if t.numel() else 1.0
+    """1 + the largest finite |entry|: the scale a tolerance is relative to."""
+    finite = t.detach().double()[torch.isfinite(t.detach())]
+    return 1.0 + float(finite.abs().max()) if finite.numel() else 1.0
 
 
 def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
-    diff = (a.detach().double() - b.detach().double().to(a.device)).abs()
-    return float("nan") if bool(torch.isnan(diff).any()) else float(diff.max())
+    """The largest |a - b|; NaN where only one of them is NaN or inf. Entries that are NaN (or the same inf) in both
+    count as equal: an output that is NaN on every call is the same output, not a random one."""
+    a, b = a.detach().double(), b.detach().double().to(a.device)
+    same = (a.isnan() & b.isnan()) | (a.isinf() & (a == b))
+    diff = (a - b).abs().masked_fill(same, 0.0)
+    return float("nan") if bool(torch.isnan(diff).any()) else float(diff.max()) if diff.numel() else 0.0
 
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
@@ -90,6 +96,23 @@ def unreadable(t) -> str:
         return f"audit read its projections ({s.layout.naming}), but {s.problem}"
     return (f"audit read its projections ({s.layout.naming}) but not its number of heads, and no head count "
             f"reproduced its output; give it a num_heads (or n_head) attribute")
+
+
+# ---- the masks the probes use -------------------------------------------------------------------------------------
+
+
+def function_mask(d) -> torch.Tensor:
+    """(L, S) bool, True = may attend: keys 1 and 3 blocked for every query, a few more blocked here and there."""
+    mask = torch.ones(5, 5, dtype=torch.bool, device=d.device)
+    mask[:, [1, 3]] = False
+    mask[0, 4] = mask[2, 0] = mask[4, 2] = False
+    return mask
+
+
+def left_padding(d) -> tuple[torch.Tensor, list[int]]:
+    pads = [b % (d.L - 1) for b in range(d.B)]  # 0, 1, 2, ... padded tokens at the START of each sequence
+    kpm = torch.arange(d.L, device=d.device)[None, :] < torch.tensor(pads, device=d.device)[:, None]  # (B, S)
+    return kpm, pads
 
 
 # ---- before the properties: is it deterministic, and does it mix tokens at all? --------------------------------
@@ -135,12 +158,20 @@ def mixes_the_batch(t, d) -> bool:
 @probe
 def deterministic(t, d):
     """the same input twice."""
-    again = t(d.q, d.k, d.v)[0] if t.kind == "function" else t(d.x)[0]
+    pairs = [(t(d.q, d.k, d.v)[0] if t.kind == "function" else t(d.x)[0], d.out, "")]
+    if t.takes_mask:  # the masked path too: randomness may hide there
+        if t.kind == "function":
+            mask = function_mask(d)
+            pairs.append((t(d.q, d.k, d.v, mask, False)[0], t(d.q, d.k, d.v, mask, False)[0], ", and with a mask"))
+        else:
+            kpm = left_padding(d)[0]
+            pairs.append((t(d.x, kpm)[0], t(d.x, kpm)[0], ", and with a key_padding_mask"))
     mode = " in eval mode" if t.kind == "module" else ""
-    if close(again, d.out, tolerance(d)):
-        return "pass", f"the same input twice{mode} ({d.what}): the same output"
-    return "fail", (f"the same input twice{mode} ({d.what}): the outputs differ, {changed(again, d.out)}; every "
-                    f"other row compares two calls, so none can be judged")
+    for again, first, masked in pairs:
+        if not close(again, first, tolerance(d)):
+            return "fail", (f"the same input twice{mode}{masked} ({d.what}): the outputs differ, "
+                            f"{changed(again, first)}; every other row compares two calls, so none can be judged")
+    return "pass", f"the same input twice{mode} ({d.what}): the same output"
 
 
 # ---- the properties: each returns (status, evidence) ------------------------------------------------------------
@@ -210,20 +241,6 @@ def batch_independent(t, d):
         return "pass", f"sequence 1 changed ({d.what}): the other sequences' outputs unchanged"
     return "fail", (f"sequence 1 changed ({d.what}): sequence {others[0]}'s output moved, "
                     f"{changed(out[others], d.out[others])}")
-
-
-def function_mask(d) -> torch.Tensor:
-    """(L, S) bool, True = may attend: keys 1 and 3 blocked for every query, a few more blocked here and there."""
-    mask = torch.ones(5, 5, dtype=torch.bool, device=d.device)
-    mask[:, [1, 3]] = False
-    mask[0, 4] = mask[2, 0] = mask[4, 2] = False
-    return mask
-
-
-def left_padding(d) -> tuple[torch.Tensor, list[int]]:
-    pads = [b % (d.L - 1) for b in range(d.B)]  # 0, 1, 2, ... padded tokens at the START of each sequence
-    kpm = torch.arange(d.L, device=d.device)[None, :] < torch.tensor(pads, device=d.device)[:, None]  # (B, S)
-    return kpm, pads
 
 
 def _function_mask_respected(t, d):
@@ -321,7 +338,7 @@ def _half_cases(t, d, dtype):
 def half_precision_safe(t, d):
     """in float16/bfloat16."""
     own = str(d.dtype).replace("torch.", "")
-    labels = set()
+    labels, skipped = set(), set()
     for dtype, allowed in _HALF_TOLERANCE.items():
         name = str(dtype).replace("torch.", "")
         for label, run in _half_cases(t, d, dtype):
@@ -331,7 +348,8 @@ def half_precision_safe(t, d):
             except ImplementationRaised as exc:
                 return "fail", f"{name} with {label} ({d.what}): {raised(exc.__cause__ or exc)}"
             if not bool(torch.isfinite(want).all()):
-                continue  # not finite in its own dtype either: that is fully_masked_rows_finite's row
+                skipped.add(label)  # not finite in its own dtype either: that is another row's finding
+                continue
             if not bool(torch.isfinite(got).all()):
                 return "fail", (f"{name} with {label} ({d.what}): {int((~torch.isfinite(got)).sum())} outputs NaN "
                                 f"or inf")
@@ -339,7 +357,10 @@ def half_precision_safe(t, d):
             if maxdiff(got, want) > tol * magnitude(want):
                 return "fail", (f"{name} with {label} ({d.what}): {changed(got, want, 'from ' + own)} "
                                 f"(allowed {tol:g} × scale)")
-    return "pass", f"float16 and bfloat16 with {', '.join(sorted(labels))} ({d.what}): finite and close to {own}"
+    if not labels - skipped:
+        raise NotApplicable(f"its outputs are already NaN or inf in {own} with {', '.join(sorted(skipped))}")
+    return "pass", (f"float16 and bfloat16 with {', '.join(sorted(labels - skipped))} ({d.what}): finite and close "
+                    f"to {own}")
 
 
 @probe

@@ -141,8 +141,8 @@ class Module:
 
     @property
     def name(self) -> str:
-        return f"{type(self.m).__name__}(d_model={self.d_model}" + (f", {self.num_heads} heads)" if self.num_heads
-                                                                  else ")")
+        heads = f", {self.num_heads} heads" if self.num_heads else ""
+        return f"{type(self.m).__name__}(d_model={self.d_model}{heads})"
 
     def _copy(self, module: nn.Module) -> nn.Module:
         base = copy.deepcopy(module)
@@ -218,7 +218,3 @@ class Inputs:
 
     def noise(self, shape) -> torch.Tensor:
         return torch.randn(shape, generator=self.g, dtype=torch.float32).to(self.dtype).to(self.device)
-
-    def tensor(self, data, **kwargs) -> torch.Tensor:
-        """A tensor of ``data`` on the implementation's device (``dtype`` given, or the implementation's)."""
-        return torch.as_tensor(data, **({"dtype": self.dtype} | kwargs), device=self.device)

@@ -42,7 +42,8 @@ def _edited(t):
     if P["o"] is None or P["o"][0].shape[0] != P["o"][0].shape[1]:
         return m, P, P["o"] is not None
     with torch.no_grad():
-        P["o"][0].copy_(torch.eye(P["o"][0].shape[0]))
+        w = P["o"][0]
+        w.copy_(torch.eye(w.shape[0], dtype=w.dtype, device=w.device))
         if P["o"][1] is not None:
             P["o"][1].zero_()
     return m, P, False
@@ -69,20 +70,22 @@ def _rows_verdict(out, want, what, d):
     tol = tolerance(d, 1e-4)
     if close(out, want, tol):
         return "pass", f"{what}: every output = v (within {within(tol)})"
-    per_query = (out.double() - want.double()).abs().amax(dim=(0, 1, 3))  # (L,): by query position
-    bad = [i for i in range(per_query.shape[0]) if float(per_query[i]) > tol * magnitude(want)]
-    zero = out.double().abs().amax(dim=(0, 1, 3)) <= tol
-    if bad and all(bool(zero[i]) for i in bad):
-        return "fail", (f"{what}: the output of quer{'y' if len(bad) == 1 else 'ies'} {', '.join(map(str, bad))} is "
-                        f"0, not v: {'it sees' if len(bad) == 1 else 'they see'} no key; the others = v")
     o, v = out.double(), want.double()
+    err = (o - v).abs().nan_to_num(nan=math.inf).amax(dim=(0, 1, 3))  # (L,): by query position
+    bad = [i for i in range(err.shape[0]) if float(err[i]) > tol * magnitude(want)]
+    nan = o.isnan().any(-1).any(0).any(0)  # (L,)
+    zero = o.nan_to_num(nan=1.0).abs().amax(dim=(0, 1, 3)) <= tol
+    if len(bad) < err.shape[0] and all(bool(zero[i] | nan[i]) for i in bad):
+        got = "NaN" if all(bool(nan[i]) for i in bad) else "0"
+        return "fail", (f"{what}: the output of quer{'y' if len(bad) == 1 else 'ies'} {', '.join(map(str, bad))} is "
+                        f"{got}, not v: {'it sees' if len(bad) == 1 else 'they see'} no key; the others = v")
     ratios = (o * v).sum(-1, keepdim=True) / (v * v).sum(-1, keepdim=True)  # each head's output against v
     if close(o, ratios * v, 10 * tol):
         low, high = float(ratios.min()), float(ratios.max())
         if high - low <= 10 * tol * max(1.0, abs(high)):
             return "fail", f"{what}: every output is {short(low)} × v instead of v"
-        return "fail", f"{what}: each output is a multiple of v, from {short(low)} × v to {short(high)} × v: the weights do " \
-                       "not sum to 1"
+        return "fail", (f"{what}: each output is a multiple of v, from {short(low)} × v to {short(high)} × v: the "
+                        "weights do not sum to 1")
     return "fail", f"{what}: the outputs are not v, {changed(out, want, 'from v')}"
 
 

@@ -377,7 +377,7 @@ class ZooTable:
         self.rows = []
         for bug in BUG_ZOO.values():
             flagged = audit(broken_attention(bug.name), causal=bug.causal).failed
-            clean = not audit(fixed_attention(bug.name), causal=bug.causal).failed
+            clean = audit(fixed_attention(bug.name), causal=bug.causal).ok
             others = [p for p in flagged if p != bug.flags]
             self.rows.append((bug.name, bug.title, bug.flags if bug.flags in flagged else "NOT FLAGGED",
                               ", ".join(others), "yes" if clean else "NO", bug.section, ", ".join(bug.cites)))

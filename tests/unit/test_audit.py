@@ -804,3 +804,43 @@ def test_more_than_plain_attention_is_incomplete_never_a_false_alarm(label, buil
     report = mh.audit(build())
     assert report.verdict == "incomplete" and report.failed == [], f"{label}:\n{report}"
     assert why in report.unreadable[0]
+
+
+def test_an_output_that_is_nan_on_every_call_is_not_called_random():
+    """NaN == NaN is False: the determinism check must not read a NaN row as randomness."""
+    def never_itself(query, key, value, is_causal=False):
+        scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
+        if is_causal:
+            L, S = scores.shape[-2:]
+            scores = scores.masked_fill(~torch.ones(L, S, dtype=torch.bool).tril(-1), float("-inf"))
+        return torch.softmax(scores, dim=-1) @ value  # query 0 sees nothing: 0/0 = NaN
+
+    report = mh.audit(never_itself, causal=True)
+    assert report.verdict == "failed" and report["deterministic"].status == "pass", report
+    assert "the output of query 0 is NaN, not v: it sees no key" in report["rows_sum_to_one"].evidence
+
+
+def test_randomness_on_the_masked_path_only_is_found():
+    class RandomWhenMasked(mh.ZooAttention):
+        def forward(self, x, key_padding_mask=None):
+            q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))
+            mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+            p = 0.0 if mask is None else 0.2  # dropout only where a mask is given
+            return self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)))
+
+    report = mh.audit(C.build(RandomWhenMasked))
+    assert report.verdict == "non-deterministic" and "with a key_padding_mask" in report["deterministic"].evidence
+
+
+def test_state_kept_between_calls_is_named_among_the_causes():
+    class Remembers(mh.ZooAttention):
+        def forward(self, x):
+            q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))
+            if getattr(self, "past", None) is not None and self.past[0].shape == k.shape:
+                k, v = k + 0.5 * self.past[0], v + 0.5 * self.past[1]  # leaks the previous call into this one
+            self.past = (k, v)
+            return self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v)))
+
+    report = mh.audit(C.build(Remembers))
+    assert report.verdict == "non-deterministic" and "state kept from one call to the next" in report[
+        "deterministic"].cause
