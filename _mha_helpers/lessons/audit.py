@@ -95,7 +95,8 @@ _ABOUT: dict[str, tuple[str, str, str]] = {
     "matches_reference": (
         "equal to softmax(Q Kᵀ/√head_dim) V (then W_o) computed from the same inputs and weights; with "
         "positions=True, with RoPE or ALiBi as notebook 11 writes them",
-        f"a step differs from project -> split -> attend -> merge -> W_o; {_POSITIONS_HINT}",
+        f"a step differs from project -> split -> attend -> merge -> W_o; {_POSITIONS_HINT}; a variant with a step "
+        "the reference does not have (QK-norm, a learned temperature, softcapping) fails here by design",
         "05 §3 Assemble the whole module, one step per cell"),
     "heads_split_correctly": (
         "one head's output depends only on that head's slice of the features",
@@ -200,7 +201,8 @@ class AuditReport:
         verdict = {
             "passed": f"{checked}, all passed",
             "failed": f"{checked}, {len(self.failed)} failed: {', '.join(self.failed)}",
-            "incomplete": f"NOT OK, INCOMPLETE: only {checked}, all passed; see 'could not read' below",
+            "incomplete": f"NOT OK, INCOMPLETE: only {checked}, all passed; " + (
+                "see 'could not read' below" if self.unreadable else "too few apply to call it passed (see the — rows)"),
             "not attention": f"NOT ATTENTION: {self.not_attention}",
             "non-deterministic": "NON-DETERMINISTIC: the same input twice gave different outputs; nothing else "
                                  "can be judged",

@@ -264,3 +264,28 @@ def test_a_fill_float16_can_hold_passes_the_audit_but_loses_to_low_scores(fill):
     mask[:, [1, 3]] = False
     out = attention_c(q, -q, v, attn_mask=mask)
     assert torch.allclose(out, v[:, :, [1, 3]].mean(-2, keepdim=True).expand_as(v), atol=1e-4)  # all blocked keys
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_qk_norm_fails_only_the_reference_row_by_design(seed):
+    """§8: a variant with a step the reference does not have (QK-norm) fails matches_reference, nothing else."""
+    class QKNorm(mh.ZooAttention):
+        def __init__(self):
+            super().__init__()
+            self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+
+        def forward(self, x):
+            q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))  # (B, H, L, hd)
+            return self.W_o(self.merge(F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)))
+
+    report = mh.audit(_seeded(QKNorm, seed))
+    assert report.failed == ["matches_reference"] and report["scale_correct"].status == "n/a"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_transformer_block_is_incomplete_and_its_attention_passes(seed):
+    """§8: a module that does more than attention is "incomplete"; the attention inside it is audited in full."""
+    block = _seeded(mh.TransformerBlock, seed, 32, 4)
+    report = mh.audit(block)
+    assert report.verdict == "incomplete" and "audit .self_attn itself" in report.unreadable[0]
+    assert mh.audit(block.self_attn).verdict == "passed"

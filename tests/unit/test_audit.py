@@ -844,3 +844,22 @@ def test_state_kept_between_calls_is_named_among_the_causes():
     report = mh.audit(C.build(Remembers))
     assert report.verdict == "non-deterministic" and "state kept from one call to the next" in report[
         "deterministic"].cause
+
+
+def test_an_unknown_position_scheme_on_a_module_is_incomplete_with_a_reason_in_the_headline():
+    class LearnedRelativeBias(mh.ZooAttention):  # T5-like: a learned bias per head and offset
+        def __init__(self):
+            super().__init__()
+            self.rel = nn.Parameter(0.5 * torch.randn(4, 11))
+
+        def forward(self, x):
+            L = x.shape[1]
+            q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))
+            offset = (torch.arange(L)[None, :] - torch.arange(L)[:, None]).clamp(-5, 5) + 5  # (L, S) in 0..10
+            return self.W_o(self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=self.rel[:, offset])))
+
+    module = C.build(LearnedRelativeBias)
+    report = mh.audit(module, positions=True)
+    assert report.failed == [] and report.verdict == "incomplete" and report.unreadable == [], report
+    assert "too few apply to call it passed" in repr(report)
+    assert mh.audit(module).failed == ["permutation_equivariant", "matches_reference"]
