@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..lessons.audit import audit
-from ..lessons.audit_probes import positive_int_attr
+from ..lessons.audit_reading import positive_int_attr
 from ..lessons.bug_zoo import build_implementation
 from .core import _call_student, exercise_checker
 
@@ -36,6 +36,23 @@ def _first_call(implementation: object, kind: str) -> tuple[object, str | None]:
     return module, None
 
 
+def _verdict_hint(report) -> str | None:
+    """The hint for a report that is not "passed", most telling row first; None when it passed."""
+    if report.verdict == "non-deterministic":
+        row = report["deterministic"]
+        return f"audit: {row.evidence}. Usual cause: {row.cause}"
+    if report.verdict == "not attention":
+        return f"audit says this is not attention: {report.not_attention}"
+    if report.failed:
+        specific = [p for p in report.failed if p != "matches_reference"] or report.failed  # the most telling row
+        first = report[specific[0]]
+        return (f"audit still fails {', '.join(report.failed)}. {first.property}: {first.evidence}. "
+                f"Usual cause: {first.cause}")
+    if report.verdict == "incomplete":
+        return f"audit could check only {report.checked} of {len(report.rows)} properties: {report.unreadable[0]}"
+    return None
+
+
 def _audit_hint(implementation: object, must_pass: tuple[str, ...], causal: bool, kind: str) -> str | None:
     """None when ``audit`` passes ``implementation`` with every one of ``must_pass`` checked; else a hint."""
     implementation, hint = _first_call(implementation, kind)
@@ -45,21 +62,37 @@ def _audit_hint(implementation: object, must_pass: tuple[str, ...], causal: bool
         report = audit(implementation, causal=causal)
     except (TypeError, ValueError) as exc:  # audit names what is wrong with the implementation itself
         return str(exc).splitlines()[0]
-    if report.failed:
-        specific = [p for p in report.failed if p != "matches_reference"] or report.failed  # the most telling row
-        first = report[specific[0]]
-        return (f"audit still fails {', '.join(report.failed)}. {first.property}: {first.evidence}. "
-                f"Usual cause: {first.cause}")
+    if (hint := _verdict_hint(report)) is not None:
+        return hint
     for name in must_pass:
         if report[name].status != "pass":
             return f"{name} is no longer checked ({report[name].evidence}): keep the argument the bug was about"
     return None
 
 
+def _fill_hint(fn: Callable) -> str | None:
+    """None when the mask fill lies below every score; else a hint. The keys a query may see all score about
+    -2.5e5 here: a fill of -1e4 (or -65504) is then ABOVE them, and the blocked keys take all the weight."""
+    dtype = torch.get_default_dtype()
+    q = torch.full((1, 1, 5, 8), 300.0, dtype=dtype)  # (batch, heads, L, head_dim); q·k/√8 = -300·300·8/√8
+    v = torch.randn(1, 1, 5, 8, generator=torch.Generator().manual_seed(13), dtype=torch.float32).to(dtype)
+    mask = torch.ones(5, 5, dtype=torch.bool)
+    mask[:, [1, 3]] = False  # True = may attend: keys 1 and 3 blocked
+    got = _call_student(fn, q, -q, v, attn_mask=mask)
+    want = v[:, :, [0, 2, 4]].mean(dim=-2, keepdim=True).expand_as(v)  # equal scores: the mean of the visible values
+    if torch.allclose(got.double(), want.double(), atol=1e-3):
+        return None
+    return ("with every score a query may see near -2.5e5, the blocked keys took the weight: the fill must lie below "
+            "every possible score, and a number such as -1e4 or -65504 does not. Fill with "
+            "torch.finfo(scores.dtype).min (or float('-inf'), with a guard for a query that sees no key)")
+
+
 @exercise_checker("Exercise 13.1: fix the -1e10 fill")
 def check_fix_fill_value(fn: Callable) -> str | None:
-    """Check a fixed ``attention_c(query, key, value, attn_mask=None)``: audit passes, half_precision_safe included."""
-    return _audit_hint(fn, ("half_precision_safe", "mask_respected", "fully_masked_rows_finite"), False, "function")
+    """Check a fixed ``attention_c(query, key, value, attn_mask=None)``: audit passes, half_precision_safe included,
+    and the fill lies below every score (scores near -2.5e5 are tried too)."""
+    must_pass = ("half_precision_safe", "mask_respected", "fully_masked_rows_finite")
+    return _audit_hint(fn, must_pass, False, "function") or _fill_hint(fn)
 
 
 @exercise_checker("Exercise 13.2: fix the padding mask over the heads")

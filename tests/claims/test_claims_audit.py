@@ -1,4 +1,5 @@
-"""The general claims of notebook 13 (the bug hunt), each re-derived over several seeds or configurations."""
+"""The general claims of notebook 13 (the bug hunt), each re-derived over several seeds or configurations; the last
+part holds the audit to what the notebook says it can and cannot see (sections 1, 7 and 8, Exercise 13.1)."""
 
 from __future__ import annotations
 
@@ -159,3 +160,132 @@ def test_with_as_many_sequences_as_heads_bugs_g_and_h_are_the_same_bug(seed):
     fixed.load_state_dict(g.state_dict())
     with torch.no_grad():  # ... and both differ from the right answer
         assert not torch.allclose(g(x, key_padding_mask=kpm), fixed(x, key_padding_mask=kpm), atol=1e-3)
+
+
+# ---- what the audit can and cannot see (§1, §7, §8, Exercise 13.1) ------------------------------------------------
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
+import audit_cases as C  # noqa: E402
+
+
+def _seeded(cls, seed, *args, **kwargs):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(*args, **kwargs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_zoo_verdicts_hold_for_other_weights(seed):
+    """§6: each bug is flagged at its property and each fix passes, whatever the weights (the reviewer's check)."""
+    for name, bug in mh.BUG_ZOO.items():
+        broken, fixed = (_seeded(b, seed) if isinstance(b, type) else b for b in (bug.broken, bug.fixed))
+        assert bug.flags in mh.audit(broken, causal=bug.causal).failed, (name, seed)
+        assert mh.audit(fixed, causal=bug.causal).verdict == "passed", (name, seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("seed", range(3))
+def test_no_false_alarm_on_correct_modules_in_several_styles_and_dtypes(seed, dtype):
+    """§1: "no false alarm on the correct implementations tried here, written in a dozen styles" — per weight seed."""
+    styles = [(mh.MultiHeadAttention, (32, 4), False), (C.QueryKeyValueOut, (), False),
+              (C.HuggingFaceOutProj, (), False), (C.TimmStyle, (), False), (C.NanoGPTFlash, (), True),
+              (C.LoopOverHeads, (), False), (C.ToQKVOut, (), False), (mh.GroupedQuerySelfAttention, (32, 4, 2), True)]
+    for cls, args, causal in styles:
+        report = mh.audit(_seeded(cls, seed, *args).to(dtype), causal=causal)
+        assert report.verdict == "passed", f"{cls.__name__}, seed {seed}, {dtype}:\n{report}"
+
+
+@pytest.mark.parametrize(("heads", "seed"), [(2, 0), (4, 1), (8, 2)])
+def test_rope_fails_the_position_free_rows_unless_declared(heads, seed):
+    """§8: undeclared, RoPE fails permutation_equivariant and matches_reference by design; declared, it passes."""
+    module = _seeded(C.RoPEAttention, seed, 32, heads)
+    assert mh.audit(module).failed == ["permutation_equivariant", "matches_reference"]
+    assert mh.audit(module, positions=True).verdict == "passed"
+    assert mh.audit(_seeded(C.RoPEAttention, seed, 32, heads, causal=True), positions=True).verdict == "passed"
+
+
+@pytest.mark.parametrize("window", [5, 6, 8, 12])
+def test_a_window_wider_than_the_probes_is_invisible_to_the_audit(window):
+    """§8: audit's 5 tokens fit in any window of 5 or more, yet with 16 tokens the "causal" function is wrong."""
+    def windowed(query, key, value, is_causal=False):
+        return mh.sliding_window_attention(query, key, value, window=window)
+
+    assert mh.audit(windowed, causal=True).verdict == "passed"
+    q, k, v = (torch.randn(1, 2, 16, 8, generator=torch.Generator().manual_seed(window + i)) for i in range(3))
+    assert not torch.allclose(windowed(q, k, v), F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-3)
+
+
+def test_a_window_narrower_than_the_probes_is_seen():
+    """§8's limit is the probe size: a window of 3 within 5 tokens fails matches_reference."""
+    def windowed(query, key, value, is_causal=False):
+        return mh.sliding_window_attention(query, key, value, window=3)
+
+    assert "matches_reference" in mh.audit(windowed, causal=True).failed
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_detached_weights_pass_the_audit_but_stop_the_gradient(seed):
+    """§8: the audit runs forward passes only; weights detached from the graph leave W_q and W_k without gradient."""
+    class DetachedWeights(mh.ZooAttention):
+        def forward(self, x):
+            q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1).detach()
+            return self.W_o(self.merge(weights @ v))
+
+    module = _seeded(DetachedWeights, seed)
+    assert mh.audit(module).verdict == "passed"
+    module(torch.randn(2, 6, 32)).sum().backward()
+    assert module.W_q.weight.grad is None and module.W_k.weight.grad is None and module.W_v.weight.grad is not None
+
+
+@pytest.mark.parametrize(("p", "seed"), [(0.05, 0), (0.1, 1), (0.3, 2), (0.5, 3)])
+def test_dropout_left_on_is_named_first_whatever_its_rate(p, seed):
+    """§7: randomness is its own verdict, and no other row is judged (it once failed 7 rows with wrong causes)."""
+    report = mh.audit(_seeded(C.DropoutInEval, seed, dropout=p))
+    assert report.verdict == "non-deterministic" and report.failed == ["deterministic"]
+
+
+@pytest.mark.parametrize("fill", [-1e4, -65504.0])
+def test_a_fill_float16_can_hold_passes_the_audit_but_loses_to_low_scores(fill):
+    """Exercise 13.1: -1e4 fits in float16, so the audit passes it; scores near -2.5e5 then lose to the fill."""
+    def attention_c(query, key, value, attn_mask=None):
+        scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, fill)
+        return torch.softmax(scores, dim=-1) @ value
+
+    assert mh.audit(attention_c).verdict == "passed"
+    q = torch.full((1, 1, 5, 8), 300.0)
+    v = torch.randn(1, 1, 5, 8, generator=torch.Generator().manual_seed(13))
+    mask = torch.ones(5, 5, dtype=torch.bool)
+    mask[:, [1, 3]] = False
+    out = attention_c(q, -q, v, attn_mask=mask)
+    assert torch.allclose(out, v[:, :, [1, 3]].mean(-2, keepdim=True).expand_as(v), atol=1e-4)  # all blocked keys
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_qk_norm_fails_only_the_reference_row_by_design(seed):
+    """§8: a variant with a step the reference does not have (QK-norm) fails matches_reference, nothing else."""
+    class QKNorm(mh.ZooAttention):
+        def __init__(self):
+            super().__init__()
+            self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+
+        def forward(self, x):
+            q, k, v = (self.split(W(x)) for W in (self.W_q, self.W_k, self.W_v))  # (B, H, L, hd)
+            return self.W_o(self.merge(F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)))
+
+    report = mh.audit(_seeded(QKNorm, seed))
+    assert report.failed == ["matches_reference"] and report["scale_correct"].status == "n/a"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_transformer_block_is_incomplete_and_its_attention_passes(seed):
+    """§8: a module that does more than attention is "incomplete"; the attention inside it is audited in full."""
+    block = _seeded(mh.TransformerBlock, seed, 32, 4)
+    report = mh.audit(block)
+    assert report.verdict == "incomplete" and "audit .self_attn itself" in report.unreadable[0]
+    assert mh.audit(block.self_attn).verdict == "passed"

@@ -99,6 +99,7 @@ KIND_OVERRIDES = {
     ("head_influence", "heads"): "float tensor",
     ("plot_patch_tokens", "tokens"): "float tensor",
     ("toy_embeddings", "positions"): "bool",
+    ("audit", "positions"): "bool",
     ("sweep_summary", "key"): "choice",
 }
 
