@@ -67,6 +67,7 @@ notebook                   file               names the notebook uses
                                               stored_one_layer_run (its numbers are stored in
                                               experiments/induction_reference.py); heads_switched_off from experiments/lookup.py
                            widgets/training_replay.py   TrainingReplay
+                           experiments/induction_paths.py  path_ablation, path_ablated_forward, ABLATION_PATHS
                            checkers/nb12.py   check_previous_token_score, check_induction_score,
                                               check_head_to_switch_off
 13 bug hunt                lessons/audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in lessons/audit_probes.py)
@@ -120,6 +121,7 @@ from _mha_helpers.experiments.induction import (
     plot_circuit_maps, plot_head_scores, plot_occurrence_losses, plot_snapshot_strip, previous_token_scores,
     repeated_sequences, stored_one_layer_run, train_induction_model,
 )
+from _mha_helpers.experiments.induction_paths import ABLATION_PATHS, path_ablated_forward, path_ablation
 from _mha_helpers.widgets.training_replay import TrainingReplay
 from _mha_helpers.maths.inference import decode_cost, fully_masked_rows, mask_forms, naive_masked_softmax
 from _mha_helpers.maths.inference import plot_causal_alignment, query_positions_seen, run_with_cache

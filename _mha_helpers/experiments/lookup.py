@@ -461,10 +461,12 @@ def plot_head_sweep(results: dict[int, list[dict[str, float]]], d_model: int | N
     for x, h, row in zip(xs, heads, rows, strict=True):
         runs = results[h]
         offsets = [0.05 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]  # side by side, one per seed
-        ax.scatter([x + o for o in offsets], [100 * r["both"] for r in runs], color="tab:blue", s=28, zorder=3,
+        # two columns per head count, so that neither hides the other: "both" left, "previous" right
+        ax.scatter([x - 0.14 + o for o in offsets], [100 * r["both"] for r in runs], color="tab:blue", s=28, zorder=3,
                    label="both right: one seed" if x == 0 else None)
-        ax.scatter([x + o for o in offsets], [100 * r["previous"] for r in runs], color="tab:orange", marker="_",
-                   s=60, zorder=2, label="'previous' right: one seed" if x == 0 else None)
+        ax.scatter([x + 0.14 + o for o in offsets], [100 * r["previous"] for r in runs], facecolors="none",
+                   edgecolors="tab:orange", marker="D", s=26, lw=1.4, zorder=3,
+                   label="'previous' right: one seed" if x == 0 else None)
         ax.text(x, 103, f"{row['solved']} of {row['runs']} solved", ha="center", fontsize=9)
     ax.axhline(100 * SOLVED_AT, color="tab:blue", lw=0.8, ls=":", label=f"solved: both right ≥ {SOLVED_AT:.0%}")
     ax.axhline(100 / 8, color="grey", lw=1, ls="-.", label="guessing one look-up: 1 in 8")

@@ -9,6 +9,11 @@ with the defaults of ``mh.train_induction_model``.
 * The ablation, on at least 5 runs that grew the circuit: switching off the previous-token head raises the loss on
   repeats above half of the first-occurrence loss (copying is broken); switching off any other single layer-0 head
   keeps it below a third of that.
+* K-composition, on the same runs: removing the previous-token head's output from layer 1's KEYS alone breaks copying
+  (loss on repeats above half the first-occurrence loss, the induction head's score below half of its own); removing
+  it from the queries, the values or the direct path to the read-out alone keeps the loss below a fifth of that.
+* The induction head itself: switching it off raises the loss on repeats in every such run; it breaks copying in some
+  runs (above half the first-occurrence loss) and not in others (below a third: other layer-1 heads share the copying).
 
 Each 2-layer run takes about 12 s of CPU on one thread (a 1-layer run about 8 s); the module trains 8 two-layer and
 6 one-layer models: 149 s of CPU in all, measured while other jobs loaded the two cores (6 minutes wall-clock then).
@@ -98,3 +103,54 @@ def test_the_stored_one_layer_run_is_what_training_gives():
     for key in ("train_loss", "first_loss", "repeated_loss"):
         assert getattr(stored_history, key) == pytest.approx(fresh[key], abs=1e-6), key
     assert stored_losses == pytest.approx(fresh["losses"], abs=1e-6)
+
+
+def _grown_runs() -> list[tuple[int, dict]]:
+    runs = [(seed, _run(seed)) for seed in ABLATION_SEEDS]
+    grown = [(seed, run) for seed, run in runs if _grew_the_circuit(run)]
+    assert len(grown) >= 5, f"only {len(grown)} of {len(ABLATION_SEEDS)} runs grew the circuit"
+    return grown
+
+
+def test_only_the_keys_path_of_the_previous_token_head_breaks_copying():
+    """12 §7: K-composition. The previous-token head's output is removed from ONE input of layer 1 at a time."""
+    for seed, run in _grown_runs():
+        model = run["model"]
+        heads = mh.circuit_heads(model)
+        p, i = heads["previous"], heads["induction"]
+        full_score = float(mh.induction_scores(model, mh.induction_test_set())[1, i])
+        cut = {path: mh.path_ablation(model, head=(0, p), path=path) for path in ("queries", "keys", "values", "direct")}
+        report = {path: (round(c["repeated"], 2), round(float(c["induction"][i]), 2)) for path, c in cut.items()}
+        assert cut["keys"]["repeated"] > run["first"] / 2, f"seed {seed}: {report}"
+        assert float(cut["keys"]["induction"][i]) < full_score / 2, f"seed {seed}: score {full_score:.2f}, {report}"
+        for path in ("queries", "values", "direct"):
+            assert cut[path]["repeated"] < run["first"] / 5, f"seed {seed}: {path}: {report}"
+
+
+def test_the_induction_head_is_necessary_in_some_runs_and_shared_in_others():
+    """12 §7: switching off the best induction head always costs something; it breaks copying in some runs only."""
+    broken, shared = [], []
+    for seed, run in _grown_runs():
+        i = mh.circuit_heads(run["model"])["induction"]
+        off = mh.occurrence_losses(run["model"], [(1, i)])["repeated"]
+        assert off > run["repeated"] + 0.2, f"seed {seed}: induction head {i} off: {off:.2f}"
+        if off > run["first"] / 2:
+            broken.append(seed)
+        elif off < run["first"] / 3:
+            shared.append(seed)
+    assert broken and shared, f"copying broken in {broken}, shared in {shared}"
+
+
+def test_the_notebook_seed_depends_on_the_keys_path_and_on_its_one_induction_head():
+    """12 §7 as the notebook prints it for seed 0: keys-only ablation ~ as bad as the head off everywhere, the other
+    paths change nothing, and switching off the induction head breaks copying."""
+    run = _run(0)
+    model = run["model"]
+    heads = mh.circuit_heads(model)
+    p, i = heads["previous"], heads["induction"]
+    everywhere = mh.occurrence_losses(model, [(0, p)])["repeated"]
+    keys = mh.path_ablation(model, head=(0, p), path="keys")
+    assert keys["repeated"] > 0.8 * everywhere and float(keys["induction"][i]) < 0.2
+    for path in ("queries", "values", "direct"):
+        assert abs(mh.path_ablation(model, head=(0, p), path=path)["repeated"] - run["repeated"]) < 0.05, path
+    assert mh.occurrence_losses(model, [(1, i)])["repeated"] > run["first"] / 2

@@ -346,3 +346,35 @@ def test_a_stack_without_positions_gives_a_scrambled_image_the_same_class_output
             plain = blocks(embed.embed_patches(patches, with_positions=positions))
             scrambled = blocks(embed.embed_patches(patches[:, perm], with_positions=positions))
             assert torch.allclose(plain[:, 0], scrambled[:, 0], atol=1e-5) == (not positions)
+
+
+@pytest.mark.parametrize("E, heads, L", TORCH_CONFIGS)
+def test_torch_is_causal_alone_raises_with_batch_first_false_even_in_eval(E, heads, L):
+    """07 §6: the fast path also needs batch_first=True: with batch_first=False, eval mode under no_grad and an even
+    head count, is_causal=True alone raises like the ordinary path."""
+    torch.manual_seed(E + L)
+    torch_mha = nn.MultiheadAttention(E, heads, batch_first=False).eval()
+    x = torch.randn(L, 2, E)  # (L, batch, E)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="Need attn_mask"):
+        torch_mha(x, x, x, is_causal=True)
+
+
+# ---- notebook 07, post-norm ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("gamma, beta", [(1.0, 0.0), (2.0, 0.5), (0.3, -1.0)])
+def test_07_post_norm_output_has_mean_beta_and_std_gamma(seed, gamma, beta):
+    """07 §5: a post-norm block's output has, per token, mean β and standard deviation γ of its last LayerNorm: mean 0
+    and std 1 only at initialisation (γ = 1, β = 0); a pre-norm block's output is not normalised."""
+    torch.manual_seed(seed)
+    post = mh.TransformerBlock(8, 2, norm_first=False)
+    pre = mh.TransformerBlock(8, 2)
+    x = torch.randn(3, 6, 8) * 3 + 1
+    with torch.no_grad():
+        post.norm2.weight.fill_(gamma)
+        post.norm2.bias.fill_(beta)
+        out = post(x)
+        assert torch.allclose(out.mean(-1), torch.full((3, 6), beta), atol=1e-4)
+        assert torch.allclose(out.std(-1, unbiased=False), torch.full((3, 6), gamma), atol=1e-3 * max(gamma, 1))
+        assert not torch.allclose(pre(x).std(-1, unbiased=False), torch.ones(3, 6), atol=0.05)

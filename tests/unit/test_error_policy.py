@@ -46,6 +46,7 @@ BAD: dict[str, dict[type, list]] = {
     "list of str": {TypeError: ["the cat", [None], None], ValueError: [[]]},
     "list of int": {TypeError: ["0", [1.5], None, [True]], ValueError: [[-1]]},
     "head numbers": {TypeError: ["0", None, 1.5, True, [0.0]], ValueError: [-1, [99]]},
+    "layer-head pair": {TypeError: ["0", None, 0, (0, 0.5), [0, 0]], ValueError: [(99, 0), (0, 99), (0, 0, 0)]},
     "layer-head pairs": {TypeError: ["0", None, [0], [(0, 0.5)]], ValueError: [[(99, 0)], [(0, 0, 0)]]},
     "positions": {TypeError: ["0", ["a"], [True]], ValueError: [[0.0, math.nan, 2.0], [0, 1]]},
     "sentence": {TypeError: [0, None, [1]], ValueError: [""]},
@@ -68,10 +69,12 @@ INSTANCE_TYPES = {"MultiHeadAttention", "TinyLookupModel", "InductionModel", "Gr
                   "InductionHistory"}
 BY_NAME = {"tokens": "token ids", "mask": "bool tensor", "attn_mask": "mask", "heads_off": "head numbers",
            "heads": "head numbers", "positions": "positions", "sentence": "sentence", "sentences": "sentences",
-           "jobs": "jobs", "align": "choice", "name": "choice", "ax": "axes", "lengths": "list of int"}
+           "jobs": "jobs", "align": "choice", "name": "choice", "ax": "axes", "lengths": "list of int",
+           "path": "choice"}
 BY_ANNOTATION = {"int": "positive int", "float": "number", "bool": "bool", "str": "str", "torch.Tensor": "float tensor",
                  "Sequence[str]": "list of str", "Sequence[int]": "list of int", "torch.dtype": "dtype",
-                 "torch.device | str": "device", "torch.Generator": "generator", "Axes": "axes", "dict": "dict"}
+                 "torch.device | str": "device", "torch.Generator": "generator", "Axes": "axes", "dict": "dict",
+                 "tuple[int, int]": "layer-head pair"}
 
 
 def kind_of(callable_name: str, param: inspect.Parameter) -> tuple[str | None, bool]:
@@ -203,6 +206,8 @@ def _valid() -> dict[str, dict]:
         "online_softmax_steps": dict(x=torch.randn(6), block_size=2),
         "padding_mask": dict(lengths=[2, 1]),
         "patchify": dict(images=torch.zeros(3, 8, 8), patch_size=4),
+        "path_ablated_forward": dict(model=induction, tokens=repeats, head=(0, 0), path="keys"),
+        "path_ablation": dict(model=induction, head=(0, 0), path="keys", tokens=repeats),
         "plot_attention": dict(weights=torch.full((3, 3), 1 / 3)),
         "plot_block_schedule": dict(seq_len=8, key_len=8, block_size=4, query_block_size=4),
         "plot_causal_alignment": dict(seq_len=2, key_len=3),
