@@ -72,11 +72,16 @@ def _draws(seed: int, d: int, n: int = 500, n_keys: int = 8):
     return q, k
 
 
-def _query_gradient_norms(q, k, scale):
-    """‖∂w/∂q‖ per draw, computed from the Jacobian: ∂w/∂q = J (∂s/∂q) = J K · scale. (n,)"""
+def _query_gradients(q, k, scale):
+    """∂w/∂q per draw: ∂w/∂q = J (∂s/∂q) = J K · scale, whose row i is w_i (k_i - Σ_j w_j k_j) · scale. (n, n_keys, d)"""
     w = torch.softmax((q @ k.transpose(-2, -1)).squeeze(1) * scale, dim=-1)  # (n, n_keys)
-    jac = torch.diag_embed(w) - w[:, :, None] * w[:, None, :]  # (n, n_keys, n_keys)
-    return (jac @ k * scale).flatten(1).norm(dim=1)  # (n, n_keys, d) -> (n,)
+    k_mean = (w[:, :, None] * k).sum(dim=1, keepdim=True)  # (n, 1, d)
+    return w[:, :, None] * (k - k_mean) * scale
+
+
+def _query_gradient_norms(q, k, scale):
+    """‖∂w/∂q‖ per draw, the proxy notebook 02 plots. (n,)"""
+    return _query_gradients(q, k, scale).flatten(1).norm(dim=1)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -109,10 +114,10 @@ def test_02_unscaled_softmax_saturates_and_its_jacobian_vanishes(seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_02_unscaled_query_gradients_are_erratic(seed):
-    """Without the scale the gradient that reaches W_q (‖∂w/∂q‖) is larger than with it for the typical row at small
-    and middle d_k, spreads over orders of magnitude, and is near zero for most rows at large d_k; with the scale it
-    has one size for every d_k."""
-    for d in (1, 4, 16, 64, 256, 1024):
+    """Without the scale the gradient that reaches W_q (‖∂w/∂q‖, 8 keys) is larger than with it for the typical row at
+    small and middle d_k, spreads over orders of magnitude (its 90th percentile far above the scaled one), and is near
+    zero for many rows (over half) at large d_k; with the scale it has one size for every d_k."""
+    for d in (1, 4, 16, 64, 256, 512, 1024):
         q, k = _draws(seed, d)
         scaled = _query_gradient_norms(q, k, 1 / math.sqrt(d))
         unscaled = _query_gradient_norms(q, k, 1.0)
@@ -125,8 +130,34 @@ def test_02_unscaled_query_gradients_are_erratic(seed):
             assert unscaled.quantile(0.9) / unscaled.quantile(0.1) > 100  # spread over orders of magnitude
         if d == 256:
             assert unscaled.median() < 0.2 * scaled.median()
+        if d == 512:
+            assert unscaled.quantile(0.9) > 10 * scaled.quantile(0.9)  # neither only "vanishing" ...
         if d == 1024:
-            assert unscaled.median() < 1e-3 and (unscaled < 0.01).double().mean() > 0.5
+            assert unscaled.median() < 1e-3 and (unscaled < 0.01).double().mean() > 0.5  # ... nor only "exploding"
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_02_longer_rows_move_saturation_to_larger_d_k_and_a_loss_sees_the_same(seed):
+    """With 64 keys instead of 8 the unscaled median at d_k = 64 is several times the scaled one, and at d_k = 1024
+    fewer rows fall below 0.01 than with 8 keys. And ‖∂w/∂q‖ is a fair proxy: the gradient a loss sends to q,
+    Σ_i (∂L/∂w_i) ∂w_i/∂q with a random ∂L/∂w, shows the same erratic picture."""
+    q, k = _draws(seed, 64, n=300, n_keys=64)
+    assert _query_gradient_norms(q, k, 1.0).median() > 4 * _query_gradient_norms(q, k, 1 / 8).median()
+    q, k = _draws(seed, 1024, n=200, n_keys=64)
+    below_64 = (_query_gradient_norms(q, k, 1.0) < 0.01).double().mean().item()  # unscaled rows below 0.01
+    upstream = torch.Generator().manual_seed(100 + seed)
+    for d in (16, 1024):
+        q, k = _draws(seed, d, n=300)  # 8 keys
+        scaled, unscaled = _query_gradients(q, k, 1 / math.sqrt(d)), _query_gradients(q, k, 1.0)  # (n, 8, d) each
+        dL_dw = torch.randn(q.shape[0], 8, generator=upstream, dtype=torch.float64)  # (n, n_keys)
+        loss_scaled, loss_unscaled = ((dL_dw[:, :, None] * g).sum(dim=1).norm(dim=1) for g in (scaled, unscaled))
+        assert 0.1 < loss_scaled.median() < 0.5, d  # ‖∂L/∂q‖ = ‖Σ_i (∂L/∂w_i) ∂w_i/∂q‖, (n,)
+        if d == 16:
+            assert loss_unscaled.median() > 1.4 * loss_scaled.median()
+        if d == 1024:
+            below_8 = (unscaled.flatten(1).norm(dim=1) < 0.01).double().mean().item()
+            assert 0.3 < below_64 < below_8 - 0.05, (below_64, below_8)
+            assert loss_unscaled.median() < 0.01 * loss_scaled.median() and (loss_unscaled < 0.01).double().mean() > 0.5
 
 
 def test_02_the_scale_is_a_temperature_that_can_be_folded_into_W_q():
