@@ -180,21 +180,31 @@ def _left_padded(seed: int):
     return x, may_attend
 
 
-@pytest.mark.parametrize("num_heads", [2, 4, 8])
-def test_03_nn_multihead_attention_eval_fast_path_gives_nan_for_fully_masked_rows(num_heads):
+@pytest.mark.parametrize("num_heads", [1, 2, 4, 8])
+def test_03_nn_multihead_attention_returns_nan_with_need_weights_or_on_the_fast_path(num_heads):
+    """Fully masked rows: NaN with need_weights=True always (and NaN gradients from a loss on the real tokens only);
+    with need_weights=False only on the inference fast path (eval, no gradients, an even head count), else finite."""
+    dead = torch.tensor([True] * 3 + [False] * 3)
     for seed in SEEDS:
         x, may_attend = _left_padded(seed)
         module = nn.MultiheadAttention(8, num_heads, batch_first=True)
-        dead = torch.tensor([True] * 3 + [False] * 3)
-        with torch.no_grad():
-            module.train()
-            out_train, _ = module(x, x, x, attn_mask=~may_attend, need_weights=False)
-            out_weights, _ = module(x, x, x, attn_mask=~may_attend, need_weights=True)
-            module.eval()
-            out_eval, _ = module(x, x, x, attn_mask=~may_attend, need_weights=False)
-        assert torch.isfinite(out_train).all()  # training mode: handed to F.scaled_dot_product_attention
-        assert torch.equal(out_weights.isnan().any(dim=-1)[0], dead)  # need_weights=True: NaN
-        assert torch.equal(out_eval.isnan().any(dim=-1)[0], dead)  # eval fast path: NaN again
+        for mode in ("train", "eval"):
+            module.train(mode == "train")
+            for grad in (True, False):
+                with torch.set_grad_enabled(grad):
+                    for need_weights in (True, False):
+                        out, _ = module(x, x, x, attn_mask=~may_attend, need_weights=need_weights)
+                        fast_path = mode == "eval" and not grad and num_heads % 2 == 0
+                        nan_rows = out.isnan().any(dim=-1)[0]
+                        assert torch.equal(nan_rows, dead if need_weights or fast_path else torch.zeros_like(dead)), (
+                            seed, mode, grad, need_weights)
+        module.train()
+        for need_weights in (True, False):
+            module.zero_grad()
+            out, _ = module(x, x, x, attn_mask=~may_attend, need_weights=need_weights)
+            out[0, 3:].sum().backward()  # a loss on the real tokens only
+            nan_grad = any(p.grad.isnan().any().item() for p in module.parameters())
+            assert nan_grad == need_weights, (seed, need_weights)
 
 
 def test_03_sdpa_on_the_cpu_and_mh_give_zeros_for_fully_masked_rows():
