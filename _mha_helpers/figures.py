@@ -121,7 +121,7 @@ def plot_heads(
 ) -> Figure:
     """Draw per-head maps ``(num_heads, L, S)`` (or ``(1, num_heads, L, S)``) side by side; returns the Figure.
 
-    All heads share one colour scale from 0 to 1, so their maps can be compared by eye.
+    All heads share one colour scale from 0 to 1, drawn once as a colour bar, so their maps can be compared by eye.
     """
     import matplotlib.pyplot as plt
 
@@ -153,7 +153,9 @@ def plot_heads(
         if h // cols != rows - 1 and h + cols < num_heads:
             ax.set_xlabel("")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.05 / fig.get_figwidth(), 1))  # room on the right for the colour bar
+    bar_axes = fig.add_axes((1 - 0.85 / fig.get_figwidth(), 0.15, 0.12 / fig.get_figwidth(), 0.7))
+    fig.colorbar(axes[0][0].collections[0], cax=bar_axes, label="attention weight")  # every map's 0-1 scale
     return fig
 
 

@@ -231,18 +231,25 @@ def test_03_a_mask_in_the_other_convention_is_silently_wrong():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_04_head_dim_limits_the_rank_of_the_scores_not_of_the_weights(seed):
+def test_04_head_dim_limits_the_rank_of_the_scores_and_of_the_log_weights(seed):
+    """A width-2 head: scores of rank <= 2, log-weights of rank <= 3 (exactly, by algebra); the weights themselves
+    have no zero singular value (exp breaks exact low rank) but stay nearly low rank (their smallest singular value
+    is below 1 % of the largest, and fewer than 6 are above it). In float64, so that rounding plays no part."""
     torch.manual_seed(seed)
-    x = mh.toy_embeddings(mh.SENTENCE)  # (1, 6, 8)
-    W_q, W_k = nn.Linear(8, 8), nn.Linear(8, 8)
+    x = mh.toy_embeddings(mh.SENTENCE).double()  # (1, 6, 8)
+    W_q, W_k = nn.Linear(8, 8).double(), nn.Linear(8, 8).double()
     with torch.no_grad():
         for W in (W_q, W_k):
             nn.init.normal_(W.weight, std=0.4)
         q, k = mh.split_heads(W_q(x), 4), mh.split_heads(W_k(x), 4)  # (1, 4, 6, 2)
         scores = q @ k.transpose(-2, -1)
-        weights = torch.softmax(scores / math.sqrt(2), dim=-1)
-    assert max(torch.linalg.matrix_rank(scores, rtol=1e-4)[0].tolist()) <= 2
-    assert min(torch.linalg.matrix_rank(weights, rtol=1e-5)[0].tolist()) > 2
+        weights = torch.softmax(scores / math.sqrt(2), dim=-1)[0]  # (4, 6, 6)
+    assert max(torch.linalg.matrix_rank(scores, rtol=1e-8)[0].tolist()) <= 2
+    assert max(torch.linalg.matrix_rank(weights.log(), rtol=1e-8).tolist()) <= 3
+    assert min(torch.linalg.matrix_rank(weights, rtol=1e-10).tolist()) == 6
+    singular = torch.linalg.svdvals(weights)  # (4, 6), largest first
+    assert (singular[:, -1] < 1e-2 * singular[:, 0]).all()
+    assert max(torch.linalg.matrix_rank(weights, rtol=1e-2).tolist()) < 6
 
 
 @pytest.mark.parametrize("seed", SEEDS)
