@@ -276,18 +276,19 @@ def test_04_each_head_divides_by_the_square_root_of_its_own_width():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_05_W_o_mixes_every_head_and_the_average_map_is_flatter(seed):
+def test_05_concatenation_keeps_the_heads_apart_and_a_dense_map_mixes_them(seed):
+    """Merged heads: each output feature hears one head. After W_o, or after any other dense Linear, every feature
+    hears every head. (That the averaged map is never sharper than its sharpest head is arithmetic, not tested.)"""
     torch.manual_seed(seed)
     x = mh.toy_embeddings(mh.SENTENCE)
-    W_q, W_k, W_v, W_o = (nn.Linear(8, 8) for _ in range(4))
+    W_q, W_k, W_v, W_o, later = (nn.Linear(8, 8) for _ in range(5))
     with torch.no_grad():
         for W in (W_q, W_k, W_v):
             nn.init.normal_(W.weight, std=0.4)
         q, k, v = (mh.split_heads(W(x), 4) for W in (W_q, W_k, W_v))
-        heads, weights = mh.scaled_dot_product_attention(q, k, v)
+        heads, _ = mh.scaled_dot_product_attention(q, k, v)
         assert torch.equal(mh.head_influence(heads) > 0, torch.eye(4).repeat_interleave(2, dim=0).bool())
-        assert (mh.head_influence(heads, W_o) > 0).all()
-    assert weights.mean(dim=1).max() < weights.max()  # the average's largest weight is below the sharpest head's
+        assert (mh.head_influence(heads, W_o) > 0).all() and (mh.head_influence(heads, later) > 0).all()
 
 
 # ---- 06: exploring heads ----------------------------------------------------------------------------------
