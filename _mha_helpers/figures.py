@@ -128,10 +128,12 @@ def plot_heads(
     title: str = "Attention weights per head",
     max_cols: int = 4,
     annot: bool = False,
+    cbar: bool = False,
 ) -> Figure:
     """Draw per-head maps ``(num_heads, L, S)`` (or ``(1, num_heads, L, S)``) side by side; returns the Figure.
 
-    All heads share one colour scale from 0 to 1, so their maps can be compared by eye.
+    All heads share one colour scale from 0 to 1, so their maps can be compared by eye; ``cbar=True`` draws that scale
+    once, as a colour bar right of the grid (off by default: it adds one Axes to the figure, and so to its repr).
     """
     check_float_tensor("weights", weights, ranks=(3, 4), layout="(num_heads, L, S) or (1, num_heads, L, S)")
     w = weights.detach()
@@ -142,6 +144,7 @@ def plot_heads(
     _check_map_size("weights", w.shape)
     check_positive_int("max_cols", max_cols)
     check_bool("annot", annot)
+    check_bool("cbar", cbar)
     check_str("title", title)
     _token_labels("query_tokens", query_tokens, w.shape[-2])  # checked before any figure is made
     _token_labels("key_tokens", key_tokens, w.shape[-1])
@@ -164,7 +167,12 @@ def plot_heads(
         if h // cols != rows - 1 and h + cols < num_heads:
             ax.set_xlabel("")
     fig.suptitle(title)
-    fig.tight_layout()
+    if not cbar:
+        fig.tight_layout()
+        return fig
+    fig.tight_layout(rect=(0, 0, 1 - 1.05 / fig.get_figwidth(), 1))  # room on the right for the colour bar
+    bar_axes = fig.add_axes((1 - 0.85 / fig.get_figwidth(), 0.15, 0.12 / fig.get_figwidth(), 0.7))
+    fig.colorbar(axes[0][0].collections[0], cax=bar_axes, label="attention weight")  # every map's 0-1 scale
     return fig
 
 

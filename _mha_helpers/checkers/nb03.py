@@ -210,8 +210,9 @@ def check_masked_attention(fn: Callable) -> str | None:
         if bool((~full.any(dim=-1)).any()) and _gradients_are_finite(fn, query, key, value, mask) is False:
             return (
                 "the outputs are right, but the GRADIENTS are NaN: the softmax of a row of only -inf is NaN, and "
-                "replacing it afterwards (nan_to_num, torch.where, masked_fill on the weights) does not stop the NaN "
-                "flowing back in training. Give fully masked rows finite scores BEFORE the softmax (e.g. "
+                "if the -inf entered by addition (scores + a float mask), replacing the NaN afterwards (nan_to_num, "
+                "torch.where on the weights) does not stop it flowing back in training: addition passes the NaN "
+                "gradient on to the scores. Give fully masked rows finite scores BEFORE the softmax (e.g. "
                 "scores.masked_fill(dead, 0.0)), then zero their weights"
             )
     return None

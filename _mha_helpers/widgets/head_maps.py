@@ -84,7 +84,7 @@ class _HeadFigure:
         small = num_heads > 8 or n > 8
         label_size, title_size = (6.5, 7) if small else (8, 8.5)
         extra = int(enlarged) + int(average)  # panels right of the grid
-        outer = figure.add_gridspec(1, 1 + extra, width_ratios=[7.0] + [2.5] * extra, left=0.055, right=0.99,
+        outer = figure.add_gridspec(1, 1 + extra, width_ratios=[7.0] + [2.5] * extra, left=0.055, right=0.935,
                                     bottom=0.15, top=0.83 if live else 0.74, wspace=0.1 + 0.08 * extra)
         grid = outer[0].subgridspec(rows, cols, wspace=0.1, hspace=0.95 if small else 0.7)
         blank = [[0.0] * n for _ in range(n)]
@@ -130,6 +130,12 @@ class _HeadFigure:
             self.dynamic.append(self.avg_image)
             if not live:
                 self.dynamic.append(self.avg_title)
+        # One colour bar for every map, as tall as the maps are drawn (equal aspect shrinks them inside their cells).
+        for ax in figure.axes:
+            ax.apply_aspect()
+        low, high = min(ax.get_position().y0 for ax in figure.axes), max(ax.get_position().y1 for ax in figure.axes)
+        bar = figure.colorbar(self.head_images[0], cax=figure.add_axes((0.948, low, 0.01, high - low)), ticks=[0, 0.5, 1])
+        bar.ax.tick_params(labelsize=7, length=2)
         figure.suptitle(headline, fontsize=11)
         # The causal status is drawn only in the static figure (live, the checkbox and the read-out show it).
         self.status = figure.text(0.5, 0.885, "", ha="center", va="top", fontsize=9)

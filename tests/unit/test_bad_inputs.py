@@ -676,6 +676,7 @@ def test_plot_attention_bad_args(kwargs, exc, fragment):
         ({"max_cols": 0}, ValueError, "max_cols must be a positive int, got max_cols=0"),
         ({"max_cols": torch.tensor([1, 2])}, TypeError, "max_cols must be a positive int"),
         ({"annot": None}, TypeError, "annot must be True or False"),
+        ({"cbar": "yes"}, TypeError, "cbar must be True or False"),
         ({"weights": torch.ones(2, 4, 4, dtype=torch.long)}, TypeError, "weights must be a floating-point tensor"),
     ],
 )

@@ -265,7 +265,7 @@ def test_static_figure_matches_the_widgets_default_state():
 
     fig = mh.plot_head_explorer(num_heads=4)
     try:
-        assert len(fig.axes) == 4 + 2  # four heads, the enlarged head, the average
+        assert len(fig.axes) == 4 + 2 + 1  # four heads, the enlarged head, the average, the colour bar
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
         weights = mh.head_attention_maps(mh.explorer_module(16), mh.toy_embeddings(mh.SENTENCE, 16), 4)[0]
         entropy = mh.attention_entropy(weights)
@@ -275,7 +275,7 @@ def test_static_figure_matches_the_widgets_default_state():
         plt.close(fig)
     fig = mh.plot_head_explorer(num_heads=16, compact=True)
     try:
-        assert len(fig.axes) == 16
+        assert len(fig.axes) == 16 + 1  # and the colour bar
     finally:
         plt.close(fig)
 
