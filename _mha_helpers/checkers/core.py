@@ -20,9 +20,20 @@ The contract, the same for every ``check_*`` (tests/unit/test_checker_contract.p
   ======================================  ==================================================================
 
 * The global random state (torch, Python's ``random``, NumPy), torch's thread count, grad mode and default dtype are
-  saved before and restored after every check, whatever the student's function does.
-* Values are compared with one policy, :func:`_close` (see there): float64, NumPy arrays and ``F.linear``'s rounding
-  pass; the tolerance follows the coarser dtype of the two.
+  saved before and restored after every check, whatever the student's function does. A piece that cannot be saved
+  (the student's code then does not run) or put back is the checker's failure: the ⚠️ line, never an exception.
+* Every line printed is one line (:func:`_one_line`).
+* One policy for answers in any reasonable form, the same in every checker:
+
+  - where a tensor is asked, a NumPy array is taken as the tensor it holds (:func:`_tensor_answer`);
+  - where a number is asked, a Python or NumPy int or float and a one-element tensor or array are numbers
+    (:func:`_as_number`; :func:`_as_int` where a whole number is asked, e.g. ``np.argmax(...)``);
+  - values are compared by :func:`_close`: the tolerance follows the coarser dtype of the two (half precision at
+    half precision's, float64 against float64 at float64's), never after a conversion to float64.
+
+* Nothing is patched: the checkers watch the student's torch calls with a ``TorchFunctionMode``
+  (:func:`_spying_on_softmax`) and their calls of our own functions with a profile hook for the one thread
+  (:func:`_watching_calls`), both gone when the call ends.
 
 Only :func:`exercise_checker` and :class:`CheckResult` are public. The helpers below keep their leading underscore
 although every ``checkers/nbNN.py`` imports them (the one exception to the package's rule that a name another module
@@ -39,6 +50,7 @@ import contextvars
 import functools
 import inspect
 import math
+import operator
 import os
 import random
 import re
@@ -48,8 +60,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..validation import check_bool, check_str
 
@@ -73,10 +85,11 @@ class _Hint(Exception):
 
 
 _CASE: contextvars.ContextVar[str | None] = contextvars.ContextVar("_mha_checker_case", default=None)
+#: the student's exceptions that refuse an attribute, remembered for the one check running (a fresh list each time)
+_UNMARKABLE: contextvars.ContextVar[list | None] = contextvars.ContextVar("_mha_unmarkable", default=None)
 _STUDENT_MARK = "_mha_raised_by_student"
-_UNMARKABLE: list[BaseException] = []  # student exceptions that refuse an attribute (cleared after every check)
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # _mha_helpers/: never the student's code
 
 
 @contextlib.contextmanager
@@ -98,10 +111,9 @@ def _innermost_frame_is_library(exc: BaseException) -> bool:
 def _student_line(exc: BaseException, fn: Callable) -> str:
     """The source line of the student's code where ``exc`` was raised (the innermost frame in their file), or ''."""
     filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if f.filename == filename] or [
-        f for f in frames if not os.path.abspath(f.filename).startswith((_TORCH_DIR, _HERE))
-    ]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not os.path.abspath(f.filename).startswith((_TORCH_DIR, _PACKAGE_DIR))]  # never quote our own code
+    ours = [f for f in frames if f.filename == filename] or frames
     return (ours[-1].line or "") if ours else ""
 
 
@@ -149,8 +161,10 @@ def _mark_student(exc: BaseException, fn: Callable, caught: Sequence = ()) -> No
         line += "  # .T"  # no source to read (e.g. a function typed at a prompt): its code still shows .T
     try:
         setattr(exc, _STUDENT_MARK, (line, _CASE.get()))
-    except Exception:  # an exception type that refuses attributes: remember the object itself
-        _UNMARKABLE.append(exc)
+    except Exception:  # an exception type that refuses attributes: remember the object itself, for this check
+        remembered = _UNMARKABLE.get()
+        if remembered is not None:
+            remembered.append(exc)
 
 
 def _names_in(code: object) -> set[str]:
@@ -164,7 +178,7 @@ def _names_in(code: object) -> set[str]:
 
 
 def _raised_by_student(exc: BaseException) -> bool:
-    return hasattr(exc, _STUDENT_MARK) or any(exc is e for e in _UNMARKABLE)
+    return hasattr(exc, _STUDENT_MARK) or any(exc is e for e in (_UNMARKABLE.get() or ()))
 
 
 # ---- hints for the errors beginners meet most --------------------------------------------------------------------
@@ -188,6 +202,9 @@ def _error_hint(exc: BaseException, line: str) -> str:
     ):
         return ("a size or an index is a float: d_model / num_heads gives a float (12 / 3 = 4.0) even when it "
                 "divides evenly; use integer division, d_model // num_heads")
+    if isinstance(exc, TypeError) and re.search(r"__init__\(\) (missing \d+ required|takes \d+ positional)", message):
+        return ("the checker builds your class with no arguments, as the notebook does (YourClass()): keep the "
+                "stub's __init__, or give every parameter you added a default value")
     if isinstance(exc, TypeError) and re.search(r"required positional argument|positional arguments? but \d+ (were|was) "
                                                 r"given|got an unexpected keyword argument", message) and \
             not re.search(r"^(view|reshape|ones|zeros|full|randn|arange)\(", message):
@@ -226,7 +243,8 @@ def _student_error_line(exc: BaseException) -> str:
     """``your function raised X: message`` plus where and a hint, for an exception the student's function raised."""
     line, case = getattr(exc, _STUDENT_MARK, ("", None))
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")
+    yours = "your class" if re.search(r"\b__init__\(\)", message) else "your function"
+    text = f"{yours} raised {type(exc).__name__}" + (f": {message}" if message else "")
     if case:
         text += f" (for {case})"
     source = line.split("  # .T")[0].strip()
@@ -269,34 +287,61 @@ def _call_hint(check: Callable, args: tuple, kwargs: dict, takes_function: bool)
 # ---- the global state a checker must leave as it found it ---------------------------------------------------------
 
 
-def _save_global_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "random": random.getstate(),
-        "threads": torch.get_num_threads(),
-        "grad": torch.is_grad_enabled(),
-        "dtype": torch.get_default_dtype(),
-    }
+class _StateNotRestored(Exception):
+    """A piece of global state the checker saved could not be put back (the checker's failure, never the student's)."""
+
+
+def _same_numpy_state(a: tuple, b: tuple) -> bool:
+    """NumPy's legacy random state, ``('MT19937', keys, pos, has_gauss, cached)``, compared entry by entry."""
+    numpy = sys.modules["numpy"]
+    return len(a) == len(b) and all(bool(numpy.array_equal(x, y)) for x, y in zip(a, b, strict=True))
+
+
+def _same_tensors(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _state_pieces() -> list[tuple[str, Callable, Callable, Callable]]:
+    """``(what, read, write, same)`` for each piece of global state a check must leave as it found it: the random
+    states (torch, Python, NumPy, CUDA), torch's thread count, grad mode and default dtype. Looked up on every call,
+    so they are the functions torch, random and NumPy hold at that moment."""
+    pieces = [
+        ("torch's random state", torch.get_rng_state, torch.set_rng_state, torch.equal),
+        ("Python's random state", random.getstate, random.setstate, operator.eq),
+        ("torch's thread count", torch.get_num_threads, torch.set_num_threads, operator.eq),
+        ("torch's grad mode", torch.is_grad_enabled, torch.set_grad_enabled, operator.eq),
+        ("torch's default dtype", torch.get_default_dtype, torch.set_default_dtype, operator.eq),
+    ]
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        state["numpy"] = numpy.random.get_state()
+        pieces.append(("NumPy's random state", numpy.random.get_state, numpy.random.set_state, _same_numpy_state))
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        pieces.append(("CUDA's random states", torch.cuda.get_rng_state_all, torch.cuda.set_rng_state_all,
+                       _same_tensors))
+    return pieces
 
 
-def _restore_global_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    if torch.get_num_threads() != state["threads"]:
-        torch.set_num_threads(state["threads"])
-    torch.set_grad_enabled(state["grad"])
-    if torch.get_default_dtype() != state["dtype"]:
-        torch.set_default_dtype(state["dtype"])
-    if "numpy" in state:
-        sys.modules["numpy"].random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _save_global_state() -> list[tuple[tuple, object]]:
+    """Every piece of :func:`_state_pieces` with its current value. Raises if one cannot be read: the check must then
+    not run, since it could not promise to put that piece back."""
+    return [(piece, piece[1]()) for piece in _state_pieces()]
+
+
+def _restore_global_state(saved: list[tuple[tuple, object]]) -> _StateNotRestored | None:
+    """Put every saved piece back (only those that changed); a piece that cannot be put back does not stop the
+    others. Returns the first failure (None when all went well), so that the checker reports it as its own."""
+    failure = None
+    for (what, read, write, same), value in saved:
+        try:
+            if same(read(), value):
+                continue
+        except Exception:  # noqa: BLE001 - cannot tell whether it changed: write it back anyway
+            pass
+        try:
+            write(value)
+        except Exception as exc:  # noqa: BLE001 - reported below, after the other pieces are back
+            failure = failure or _StateNotRestored(f"could not restore {what}: {type(exc).__name__}: {exc}")
+    return failure
 
 
 # ---- the checker decorator ----------------------------------------------------------------------------------------
@@ -319,13 +364,68 @@ class CheckResult:
         pass
 
 
+_RETURNED_NONE = ("your function returned None — did you forget `return`? End it with `return <your result>` "
+                  "(a bare expression on the last line is not returned)")
+
+
+def _one_line(text: object) -> str:
+    """What a checker prints is one line: any newline (a tensor's repr, a torch error) becomes a space."""
+    return " ".join(str(text).split())
+
+
+def _checker_failed(title: str, exc: BaseException) -> str:
+    """The line for a failure of the checker's own code: what, where, and how to report it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f", in {frames[-1].name}, line {frames[-1].lineno} of {os.path.basename(frames[-1].filename)}" \
+        if frames else ""
+    return f"⚠️ {title}: the checker itself failed ({type(exc).__name__}: {exc}{where}). {_REPORT}"
+
+
+def _verdict(title: str, check: Callable, args: tuple, kwargs: dict, takes_function: bool) -> tuple[str, bool]:
+    """Run the check once: (the line to print, passed). A fault of the checker's own code gives the ⚠️ line."""
+    try:
+        hint = _call_hint(check, args, kwargs, takes_function)
+        if hint is None:
+            hint = check(*args, **kwargs)
+    except _NotYet:
+        return f"⏳ {title}: {_NOT_YET}", False
+    except _ReturnedNone:
+        hint = _RETURNED_NONE
+    except _Hint as stop:
+        hint = str(stop)
+    except Exception as exc:
+        if not _raised_by_student(exc):  # the checker's own code raised: never the student's fault
+            return _checker_failed(title, exc), False
+        hint = _student_error_line(exc)
+    if hint:
+        return f"❌ {title}: {hint}", False
+    return f"✅ {title}: passed", True
+
+
+def _checked(title: str, check: Callable, args: tuple, kwargs: dict, takes_function: bool) -> tuple[str, bool]:
+    """:func:`_verdict` with the global state saved before and put back after, whatever happens in between."""
+    saved = _save_global_state()  # if this fails, nothing has run yet: the caller reports the checker's failure
+    token = _UNMARKABLE.set([])
+    try:
+        line, passed = _verdict(title, check, args, kwargs, takes_function)
+    except Exception as exc:  # noqa: BLE001 - a fault while judging (e.g. in a hint's own helper)
+        line, passed = _checker_failed(title, exc), False
+    finally:
+        _UNMARKABLE.reset(token)
+        failure = _restore_global_state(saved)
+    if failure is not None:
+        return _checker_failed(title, failure), False
+    return line, passed
+
+
 def exercise_checker(title: str, *, takes_function: bool = True) -> Callable:
     """Decorator for checkers: the wrapped function returns None on success or a hint string on failure.
 
     The decorated checker prints one line (✅ passed, ❌ a hint, ⏳ not yet, or ⚠️ when the checker itself failed;
     see the module docstring) and returns a :class:`CheckResult`, truthy only on success. It never raises into the
     notebook. With ``takes_function`` (the default) its first argument must be callable: a tensor or None passed
-    instead gets its own hint. Global random states, torch's thread count, grad mode and default dtype are restored.
+    instead gets its own hint. Global random states, torch's thread count, grad mode and default dtype are restored;
+    a piece that cannot be saved or restored makes the checker report its own failure.
     """
     check_str("title", title, "the exercise's title, e.g. 'Exercise 2.1: softmax'")
     check_bool("takes_function", takes_function)
@@ -333,35 +433,14 @@ def exercise_checker(title: str, *, takes_function: bool = True) -> Callable:
     def wrap(check: Callable[..., str | None]) -> Callable[..., CheckResult]:
         @functools.wraps(check)
         def run(*args, **kwargs) -> CheckResult:
-            state = _save_global_state()
             try:
-                hint = _call_hint(check, args, kwargs, takes_function)
-                if hint is None:
-                    hint = check(*args, **kwargs)
-            except _NotYet:
-                print(f"⏳ {title}: {_NOT_YET}")
-                return CheckResult(False)
-            except _ReturnedNone:
-                hint = ("your function returned None — did you forget `return`? End it with `return <your result>` "
-                        "(a bare expression on the last line is not returned)")
-            except _Hint as stop:
-                hint = str(stop)
-            except Exception as exc:
-                if _raised_by_student(exc):
-                    hint = _student_error_line(exc)
-                else:  # the checker's own code raised: never the student's fault
-                    where = traceback.extract_tb(exc.__traceback__)[-1]
-                    print(f"⚠️ {title}: the checker itself failed ({type(exc).__name__}: {exc}, in "
-                          f"{where.name}, line {where.lineno} of {os.path.basename(where.filename)}). {_REPORT}")
-                    return CheckResult(False)
-            finally:
-                _UNMARKABLE.clear()
-                _restore_global_state(state)
-            if hint:
-                print(f"❌ {title}: {hint}")
-                return CheckResult(False)
-            print(f"✅ {title}: passed")
-            return CheckResult(True)
+                line, passed = _checked(title, check, args, kwargs, takes_function)
+                line = _one_line(line)
+            except Exception as exc:  # noqa: BLE001 - the last resort: the machinery above itself broke
+                line, passed = (f"⚠️ {title}: the checker itself failed ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())}). {_REPORT}"), False
+            print(line)
+            return CheckResult(passed)
 
         run.title = title  # what the checker prints before its verdict (tests read it)
         return run
@@ -384,18 +463,34 @@ _TOLERANCES = {
 _PRECISION = [torch.bfloat16, torch.float16, torch.float32, torch.float64]  # coarse -> fine
 
 
+def _numpy_value(got: object) -> bool:
+    """True for a NumPy array or NumPy scalar (without importing NumPy: a student who has it has imported it)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(got, (numpy.ndarray, numpy.generic))
+
+
 def _as_tensor(got: object) -> object:
     """NumPy arrays and NumPy/Python numbers as a CPU tensor (detached); a tensor detached on the CPU; anything
     else unchanged. Lets a checker accept ``np.prod(...)`` or an ``ndarray`` where a value is asked for."""
     if isinstance(got, torch.Tensor):
         return got.detach().cpu()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(got, (numpy.ndarray, numpy.generic)):
+    if _numpy_value(got):
         if got.dtype.kind in "biuf":
-            return torch.as_tensor(numpy.asarray(got).copy())
+            return torch.as_tensor(sys.modules["numpy"].asarray(got).copy())
         return got
     if isinstance(got, (int, float)) and not isinstance(got, bool):
         return torch.tensor(got, dtype=torch.float64 if isinstance(got, float) else torch.int64)
+    return got
+
+
+def _tensor_answer(got: object) -> object:
+    """THE policy for an answer where a tensor is asked: a tensor (detached, on the CPU) or a NumPy array of numbers
+    or booleans (as a tensor of its dtype) is taken as it is; a tuple or list of them element by element; anything
+    else is left for the checker's hint (a number, a string, None)."""
+    if isinstance(got, (tuple, list)):
+        return type(got)(_tensor_answer(t) for t in got)
+    if isinstance(got, torch.Tensor) or (_numpy_value(got) and got.ndim > 0):
+        return _as_tensor(got)
     return got
 
 
@@ -406,8 +501,7 @@ def _as_number(got: object) -> int | float | None:
         return None
     if isinstance(got, (int, float)):
         return got
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(got, (numpy.generic, numpy.ndarray)):
+    if _numpy_value(got):
         if getattr(got, "size", 1) != 1 or got.dtype.kind not in "iuf":
             return None
         return got.item()
@@ -416,7 +510,19 @@ def _as_number(got: object) -> int | float | None:
     return None
 
 
+def _as_int(got: object) -> int | None:
+    """A plain int for a whole number in any integer form (int, NumPy integer, ``np.argmax(...)``, a one-element
+    integer tensor or array such as ``scores.argmax()``); None for anything else (floats and bools included)."""
+    number = _as_number(got)
+    if number is None or isinstance(number, float):
+        return None
+    if isinstance(got, torch.Tensor) and got.is_floating_point():
+        return None
+    return int(number)
+
+
 def _tolerance(*dtypes: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) of the coarsest floating dtype among ``dtypes`` (float32's when there is none)."""
     floats = [d for d in dtypes if d in _TOLERANCES]
     if not floats:
         return _TOLERANCES[torch.float32]
@@ -427,8 +533,10 @@ def _tolerance(*dtypes: torch.dtype) -> tuple[float, float]:
 def _close(got: object, expected: torch.Tensor, *, rtol: float | None = None, atol: float | None = None) -> bool:
     """THE comparison of every checker: True when ``got`` (a tensor or NumPy array) has ``expected``'s shape and
     values. NaN never matches; shapes must be equal (no broadcasting); integer and boolean tensors must be equal
-    exactly; floats within the tolerance of the coarser dtype (see ``_TOLERANCES``), unless ``rtol``/``atol`` are
-    given."""
+    exactly; floats within the tolerance of the coarser dtype of the two (see ``_TOLERANCES``), so a half-precision
+    answer is judged at half precision. ``rtol``/``atol``, when given, are floors: a checker may loosen the
+    tolerance for its exercise, never make it tighter than the answer's dtype allows. Nothing is converted to
+    float64 before the dtype is read."""
     got = _as_tensor(got)
     if not isinstance(got, torch.Tensor) or not isinstance(expected, torch.Tensor):
         return False
@@ -438,8 +546,8 @@ def _close(got: object, expected: torch.Tensor, *, rtol: float | None = None, at
     if not got.is_floating_point() and not want.is_floating_point():
         return bool(torch.equal(got.long(), want.long()))
     default_rtol, default_atol = _tolerance(got.dtype, want.dtype)
-    rtol = default_rtol if rtol is None else rtol
-    atol = default_atol if atol is None else atol
+    rtol = max(default_rtol, rtol or 0.0)
+    atol = max(default_atol, atol or 0.0)
     g, w = got.double(), want.double()
     if bool(torch.isnan(g).any()) or bool(torch.isnan(w).any()):
         return False
@@ -450,8 +558,25 @@ def _close(got: object, expected: torch.Tensor, *, rtol: float | None = None, at
 
 def _matches(got: object, expected: torch.Tensor, atol: float | None = None) -> bool:
     """True when ``got`` is a tensor (or NumPy array) of ``expected``'s shape with the same values: :func:`_close`
-    (``atol``, when given, replaces the dtype's absolute tolerance)."""
+    (``atol``, when given, is a floor under the dtype's absolute tolerance)."""
     return _close(got, expected, atol=atol)
+
+
+def _sums_to_one(t: torch.Tensor, dim: int) -> bool:
+    """True when ``t`` sums to 1 along ``dim``, within the rounding of ``t``'s own dtype (half precision rounds each
+    weight to about 1e-3)."""
+    total = t.double().sum(dim=dim)
+    rtol, _ = _tolerance(t.dtype)
+    return bool(((total - 1.0).abs() <= max(1e-4, rtol)).all())
+
+
+def _values(t: torch.Tensor) -> str:
+    """A tensor's values as one short line for a hint: ``[0.25, 0.5]`` (4 significant digits), ``[[1, 0], [1, 1]]``
+    for a mask."""
+    t = t.detach().cpu()
+    if not t.is_floating_point():
+        return str(t.long().tolist())
+    return re.sub(r"-?\d+\.\d+(e-?\d+)?", lambda m: f"{float(m.group()):.4g}", str(t.double().tolist()))
 
 
 def _shape_hint(name: str, got: object, expected: Sequence[int], meaning: str = "", context: str = "") -> str | None:
@@ -493,40 +618,65 @@ def _pair_hint(got: object, names: str, shapes: Sequence[Sequence[int]] | None =
     return None
 
 
-_SOFTMAXES = (
-    (torch, "softmax", "torch.softmax"), (F, "softmax", "F.softmax"), (torch.Tensor, "softmax", ".softmax"),
-    (torch.special, "softmax", "torch.special.softmax"), (torch, "log_softmax", "torch.log_softmax"),
-    (F, "log_softmax", "F.log_softmax"), (torch.Tensor, "log_softmax", ".log_softmax"),
-    (torch.special, "log_softmax", "torch.special.log_softmax"),
-)
+#: the names torch gives its softmax functions when they pass through a TorchFunctionMode
+_SOFTMAX_NAMES = {"softmax", "log_softmax", "softmin", "_softmax", "_log_softmax", "special_softmax",
+                  "special_log_softmax", "_softmax.default", "_log_softmax.default"}
+#: how a student would have written the function, by the module torch reports for it (None: a Tensor method)
+_SOFTMAX_PREFIXES = {"torch": "torch.", "torch.nn.functional": "F.", "torch._C._special": "torch.special.",
+                     "torch._ops.aten": "torch.ops.aten.", None: "."}
+
+
+class _SoftmaxSpy(TorchFunctionMode):
+    """Records, by the name a student would write, every softmax of torch called while it is active (see
+    :func:`_spying_on_softmax`); every call still runs as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _SOFTMAX_NAMES:
+            prefix = _SOFTMAX_PREFIXES.get(getattr(func, "__module__", None), "torch.")
+            self.calls.append(prefix + name.removeprefix("special_").removesuffix(".default"))
+        return func(*args, **(kwargs or {}))
 
 
 @contextlib.contextmanager
 def _spying_on_softmax() -> Iterator[list[str]]:
-    """Inside this block every softmax of torch (``torch.softmax``, ``F.softmax``, ``Tensor.softmax``, their
-    ``log_softmax`` and ``torch.special`` twins, and so ``nn.Softmax``) still works, but is recorded in the list
-    yielded. Everything is put back afterwards, also on an error."""
-    calls: list[str] = []
-    saved = []
-    for owner, attr, label in _SOFTMAXES:
-        original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr)
-        inherited = isinstance(owner, type) and attr not in owner.__dict__
-        real = getattr(owner, attr)
+    """Inside this block every softmax of torch the code calls — ``torch.softmax``, ``F.softmax``,
+    ``Tensor.softmax``, ``nn.Softmax`` (through F.softmax), their ``log_softmax`` and ``torch.special`` twins,
+    ``F.softmin``, and the private ``torch._softmax`` and ``torch.ops.aten._softmax`` — still works, but is recorded
+    in the list yielded. It is a ``TorchFunctionMode``: it sees the torch calls made in this thread inside the block,
+    patches nothing, and is gone when the block ends, also on an error."""
+    spy = _SoftmaxSpy()
+    with spy:
+        yield spy.calls
 
-        def spy(*args, _real=real, _label=label, **kwargs):
-            calls.append(_label)
-            return _real(*args, **kwargs)
 
-        saved.append((owner, attr, original, inherited))
-        setattr(owner, attr, spy)
+@contextlib.contextmanager
+def _watching_calls(*functions: Callable) -> Iterator[list[str]]:
+    """Inside this block, every call of one of ``functions`` (plain Python functions, e.g. ``valid_head_counts``) is
+    recorded by name in the list yielded, however the student's code reached it (``mh.f``, an alias, a helper).
+
+    It listens with a profile hook for this thread only (``sys.setprofile``), passes every event on to a Python hook
+    that was there before, and puts that hook back on exit, also on an error: nothing is patched."""
+    codes = {f.__code__: f.__name__ for f in functions}
+    called: list[str] = []
+    previous = sys.getprofile()
+    chain = previous if inspect.isfunction(previous) or inspect.ismethod(previous) else None
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            called.append(codes[frame.f_code])
+        if chain is not None:
+            chain(frame, event, arg)
+
+    sys.setprofile(hook)
     try:
-        yield calls
+        yield called
     finally:
-        for owner, attr, original, inherited in reversed(saved):
-            if inherited:
-                delattr(owner, attr)
-            else:
-                setattr(owner, attr, original)
+        sys.setprofile(previous)
 
 
 def _isclose_number(got: float, expected: float) -> bool:
