@@ -126,7 +126,7 @@ def test_the_checkers_reference_is_the_module():
     "fn, hint",
     [
         (mistake(use_W_o=False), "apply the output projection W_o"),
-        (mistake(scale=1.0), "scale is missing"),
+        (mistake(scale_by="none"), "scale is missing"),
         (mistake(softmax_dim=-2), "softmax over the wrong axis"),
         (mistake(scrambled_split=True), "tokens scrambled in the split"),
         (mistake(scrambled_merge=True), "tokens scrambled in the merge"),
@@ -142,8 +142,7 @@ def test_mha_forward_checker_names_the_mistake(fn, hint, capsys):
 
 def test_mha_forward_checker_spots_the_d_model_scale(capsys):
     def scaled_by_d_model(x, W_q, W_k, W_v, W_o, num_heads):
-        scale = 1.0 / math.sqrt(x.shape[-1])
-        return _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, scale=scale)
+        return _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, scale_by="d_model")
 
     ok, out = run(mh.check_mha_forward, scaled_by_d_model, capsys)
     assert not ok and "√d_model" in out, out

@@ -86,12 +86,12 @@ def test_online_softmax_accepts_right_answers(fn, capsys):
     [
         (_online_softmax_no_max, "running max"),
         (_online_softmax_no_rescale, "exp(old_max - new_max)"),
-        (_online_softmax_global_max, "of the whole vector"),
+        (_online_softmax_global_max, "reads the whole vector at once: it takes the max of"),
         (_online_softmax_starts_at_zero, "does your running max start at 0?"),
         (_online_softmax_per_block, "one per block"),
         (lambda x, b: torch.softmax(x, dim=0), "calls torch.softmax"),
         (lambda x, b: x.softmax(0), "calls .softmax"),
-        (lambda x, b: torch.exp(x - torch.logsumexp(x, 0)), "logsumexp of the whole vector"),
+        (lambda x, b: torch.exp(x - torch.logsumexp(x, 0)), "takes the logsumexp of"),
     ],
 )
 def test_online_softmax_names_the_mistake(fn, hint, capsys):
