@@ -588,10 +588,8 @@ def _shape_hint(name: str, got: object, expected: Sequence[int], meaning: str = 
     expected = tuple(int(n) for n in expected)
     named = f"{expected} = {meaning}" if meaning else f"{expected}"
     tail = f" {context}" if context else ""
+    got = _tensor_answer(got)  # a NumPy array is judged by its shape, as the tensor it holds
     if not isinstance(got, torch.Tensor):
-        if got is not None and type(got).__name__ == "ndarray":
-            return (f"{name} should be a torch.Tensor of shape {named}{tail}, got a NumPy array; "
-                    "stay in torch (torch functions and methods keep tensors)")
         return f"{name} should be a torch.Tensor of shape {named}{tail}, got {type(got).__name__}"
     if tuple(got.shape) != expected:
         return f"{name} has shape {tuple(got.shape)}, expected {named}{tail}"
