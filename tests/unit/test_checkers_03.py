@@ -195,3 +195,50 @@ def test_no_hint_suggests_math_sqrt(capsys):
     """Notebook 03 never imports math: its hints must not tell students to call math.sqrt."""
     mh.check_masked_attention(masked_unscaled)
     assert "math.sqrt" not in capsys.readouterr().out
+
+
+# ---- the review's answers (3.2's additive mask, 3.3's two NaN repairs, half precision) -----------------------------
+
+
+def test_padding_tells_an_additive_mask_from_a_zero_one_mask(capsys):
+    additive = lambda m: torch.zeros(m.shape).masked_fill(m, float("-inf"))[:, None, :]  # noqa: E731
+    assert_hint(mh.check_padding_to_attn_mask, additive, "additive float mask (0 = allowed, -inf = blocked): that "
+                "works when added to the scores, but this exercise asks for the boolean one", capsys)
+    zero_one = lambda m: (~m[:, None, :]).float()  # noqa: E731
+    assert_hint(mh.check_padding_to_attn_mask, zero_one, "so it would block nothing", capsys)
+
+
+def _scores(query, key):
+    return query @ key.transpose(-2, -1) / query.shape[-1] ** 0.5
+
+
+def masked_where_then_repaired(query, key, value, mask):  # -inf by torch.where: the backward zeroes those scores
+    weights = torch.softmax(torch.where(mask, _scores(query, key), float("-inf")), dim=-1)
+    weights = torch.where(weights.isnan(), 0.0, weights)
+    return weights @ value, weights
+
+
+def masked_fill_then_repaired(query, key, value, mask):
+    weights = torch.nan_to_num(torch.softmax(_scores(query, key).masked_fill(~mask, float("-inf")), -1), nan=0.0)
+    return weights @ value, weights
+
+
+def added_then_repaired(query, key, value, mask):  # -inf by addition: the NaN gradient flows into query and key
+    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(_scores(query, key) + additive, -1), nan=0.0)
+    return weights @ value, weights
+
+
+def masked_attention_half(query, key, value, mask):
+    output, weights = masked_attention_ok(query.half(), key.half(), value.half(), mask)
+    return output, weights
+
+
+@pytest.mark.parametrize("fn", [masked_where_then_repaired, masked_fill_then_repaired, masked_attention_half],
+                         ids=["where-then-repaired", "masked_fill-then-nan_to_num", "float16"])
+def test_masked_attention_accepts_repairs_whose_gradients_are_finite(fn, capsys):
+    assert_passes(mh.check_masked_attention, fn, capsys)
+
+
+def test_masked_attention_says_why_addition_lets_the_nan_gradient_through(capsys):
+    assert_hint(mh.check_masked_attention, added_then_repaired, "When the -inf entered by addition", capsys)
