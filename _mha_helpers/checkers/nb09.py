@@ -32,12 +32,14 @@ _SUB_LIKE = {"sub", "sub_", "subtract", "__sub__", "__isub__"}
 class _WholeVectorWatch(TorchFunctionMode):
     """Watches the student's torch calls for signs that ``x`` was read whole, not block by block: a max-like or
     sum-like reduction over more values than any block (or any list of per-block results) holds, or a block of
-    ``x`` shifted by a value larger than every value read so far (a maximum taken in advance, in whatever way,
-    Python's ``max(x.tolist())`` and NumPy's included). ``seen`` holds one sentence per sign found."""
+    ``x`` shifted by a maximum of values not read yet (one taken in advance, in whatever way, Python's
+    ``max(x.tolist())`` and NumPy's included). "Read" means used by a torch call on a slice of at most
+    ``block_size`` values; ``seen`` holds one sentence per sign found."""
 
     def __init__(self, x: torch.Tensor, block_size: int) -> None:
         super().__init__()
         self.x, self.original = x, x.clone()  # the tensor passed (to recognise its slices), and its values
+        self.block_size, self.read_until = block_size, 0  # x[:read_until] has been read block by block
         self.limit = max(block_size, -(-len(x) // block_size))  # a block, or one result per block
         self.seen: list[str] = []
 
@@ -51,27 +53,36 @@ class _WholeVectorWatch(TorchFunctionMode):
                 self.seen.append(f"takes the {name} of {first.numel()} values at once")
         if name in _SUB_LIKE and isinstance(first, torch.Tensor) and len(args) > 1:
             self._check_shift(first, args[1])
+        for arg in args:
+            span = self._slice_of_x(arg)
+            if span is not None and span[1] - span[0] <= self.block_size:
+                self.read_until = max(self.read_until, span[1])  # a block read
         return func(*args, **kwargs)
 
+    def _slice_of_x(self, t: object) -> tuple[int, int] | None:
+        """``(start, end)`` when ``t`` is a contiguous slice ``x[start:end]`` of the tensor passed (or one value of
+        it); None otherwise."""
+        if not isinstance(t, torch.Tensor) or t.dim() > 1 or t.numel() == 0 or (t.dim() == 1 and t.stride(0) != 1):
+            return None
+        if t.untyped_storage().data_ptr() != self.x.untyped_storage().data_ptr():
+            return None
+        return t.storage_offset(), t.storage_offset() + t.numel()
+
     def _check_shift(self, block: torch.Tensor, shift: object) -> None:
-        """Record it when a slice of ``x`` ending before value ``end`` is shifted by more than ``x[:end].max()``, by
-        one of the values after it (a maximum read in advance; a running max that starts too high, at 0, is not
-        one)."""
+        """Record it when a slice of ``x`` is shifted by more than every value read so far (this block included),
+        by one of the values not read yet: a maximum read in advance. (A running max that starts too high, at 0, is
+        none of x's values; a second pass over the blocks after the first has read them all is fine.)"""
+        span = self._slice_of_x(block)
         if isinstance(shift, torch.Tensor):
-            if shift.numel() != 1:
-                return
-            shift = shift.item()
-        if not isinstance(shift, (int, float)) or block.dim() > 1 or block.numel() == 0:
+            shift = shift.item() if shift.numel() == 1 else None
+        if span is None or not isinstance(shift, (int, float)) or not math.isfinite(shift):
             return
-        same_storage = block.untyped_storage().data_ptr() == self.x.untyped_storage().data_ptr()
-        if not same_storage or (block.dim() == 1 and block.stride(0) != 1):
-            return
-        end = block.storage_offset() + block.numel()
-        read, later = float(self.original[:end].max()), self.original[end:].double()
-        tolerance = 1e-5 * max(1.0, abs(shift)) if math.isfinite(shift) else 0.0
-        if math.isfinite(shift) and shift > read + tolerance and bool(((later - shift).abs() <= tolerance).any()):
-            self.seen.append(f"shifts values 0..{end - 1} by {shift:.6g}, a value further on, larger than any read "
-                             f"so far ({read:.6g}): a maximum taken before the blocks were read")
+        end = max(span[1], self.read_until)
+        read, unread = float(self.original[:end].max()), self.original[end:].double()
+        tolerance = 1e-5 * max(1.0, abs(shift))
+        if shift > read + tolerance and bool(((unread - shift).abs() <= tolerance).any()):
+            self.seen.append(f"shifts values {span[0]}..{span[1] - 1} by {shift:.6g}, a value it has not read yet "
+                             f"(the largest read so far is {read:.6g}): a maximum taken before the blocks were read")
 
 
 @exercise_checker("Exercise 9.1: the online softmax")
