@@ -15,13 +15,15 @@ The contract, the same for every ``check_*`` (tests/unit/test_checker_contract.p
   the untouched stub (NotImplementedError)  ``⏳ <title>: not yet — replace the `raise NotImplementedError` ...``
   the function returned None              ``❌ <title>: your function returned None — did you forget `return`? ...``
   not a function was passed               ``❌ <title>: you passed a Tensor, not a function ...``
-  the student's function raised           ``❌ <title>: your function raised X: message`` (+ a hint for common ones)
+  the student's function raised           ``❌ <title>: your function raised X: message`` (+ a hint for common ones,
+                                          checkers/error_hints.py)
   the checker's OWN code raised           ``⚠️ <title>: the checker itself failed ...`` (never the student's fault)
   ======================================  ==================================================================
 
 * The global random state (torch, Python's ``random``, NumPy), torch's thread count, grad mode and default dtype are
-  saved before and restored after every check, whatever the student's function does. A piece that cannot be saved
-  (the student's code then does not run) or put back is the checker's failure: the ⚠️ line, never an exception.
+  saved before and restored after every check, whatever the student's function does (checkers/global_state.py). A
+  piece that cannot be saved (the student's code then does not run) or put back is the checker's failure: the ⚠️
+  line, never an exception.
 * Every line printed is one line (:func:`_one_line`).
 * One policy for answers in any reasonable form, the same in every checker:
 
@@ -50,9 +52,7 @@ import contextvars
 import functools
 import inspect
 import math
-import operator
 import os
-import random
 import re
 import sys
 import traceback
@@ -64,6 +64,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..validation import check_bool, check_str
+from .error_hints import error_hint
+from .global_state import restore_global_state, save_global_state
 
 _NOT_YET = "not yet — replace the `raise NotImplementedError` with your code, then run again."
 _REPORT = (
@@ -181,64 +183,6 @@ def _raised_by_student(exc: BaseException) -> bool:
     return hasattr(exc, _STUDENT_MARK) or any(exc is e for e in (_UNMARKABLE.get() or ()))
 
 
-# ---- hints for the errors beginners meet most --------------------------------------------------------------------
-
-
-def _error_hint(exc: BaseException, line: str) -> str:
-    """A plain-words hint for a common error raised by the student's code ('' when none applies)."""
-    message = str(exc)
-    if isinstance(exc, NameError):
-        name = getattr(exc, "name", None) or (re.findall(r"'(\w+)'", message) or [""])[0]
-        if name == "math":
-            return ("this notebook does not import math: write x ** 0.5 for a square root (or add `import math` at "
-                    "the top of the notebook)")
-        if name in {"F", "nn", "np", "torch", "mh"}:
-            return f"`{name}` is not imported in this notebook; use the names its first cell imports"
-        return f"`{name}` is not defined here: is it defined in a cell you have not run yet?"
-    if isinstance(exc, TypeError) and re.search(
-        r"but got float|'float' object cannot be interpreted as an integer|slice indices must be integers|"
-        r"must be tuple of ints|expected .*int.* but got float|received an invalid combination of arguments.*float",
-        message, re.S,
-    ):
-        return ("a size or an index is a float: d_model / num_heads gives a float (12 / 3 = 4.0) even when it "
-                "divides evenly; use integer division, d_model // num_heads")
-    if isinstance(exc, TypeError) and re.search(r"__init__\(\) (missing \d+ required|takes \d+ positional)", message):
-        return ("the checker builds your class with no arguments, as the notebook does (YourClass()): keep the "
-                "stub's __init__, or give every parameter you added a default value")
-    if isinstance(exc, TypeError) and re.search(r"required positional argument|positional arguments? but \d+ (were|was) "
-                                                r"given|got an unexpected keyword argument", message) and \
-            not re.search(r"^(view|reshape|ones|zeros|full|randn|arange)\(", message):
-        return ("the checker calls your function exactly as the stub's `def` line says: keep the stub's name and "
-                "parameters (and call any helper with all of its arguments)")
-    if isinstance(exc, IndexError) and "Dimension out of range" in message:
-        return ("your code uses a dim this tensor does not have: the hidden inputs may have more or fewer dims than "
-                "the ones you tried; count dims from the end (dim=-1, .transpose(-2, -1)) so any leading dims work")
-    if isinstance(exc, AttributeError) and re.search(r"'(list|tuple|int|float)' object has no attribute", message):
-        return ("an argument is a plain Python value (a list, tuple or number), not a tensor: use len(...) and "
-                "indexing on it, or turn it into one with torch.tensor(...)")
-    if "view size is not compatible with input tensor's size and stride" in message:
-        return ("view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to "
-                "each other in memory, so .view cannot merge them — use .reshape(...) (it copies when it must) or "
-                ".contiguous().view(...)")
-    matmul = re.search(r"mat1 and mat2 shapes cannot be multiplied|Expected size for first two dimensions of batch2|"
-                       r"size mismatch|inconsistent tensor size|must match the size of tensor", message)
-    if matmul and re.search(r"\.T\b", line) and ("@" in line or "# .T" in line):
-        return ("`.T` reverses ALL the dims of a tensor with more than two (a (batch, S, d) key becomes (d, S, batch)); "
-                "swap only the last two with .transpose(-2, -1)")
-    if matmul and re.search(r"\bW\w*\s*@\s*\w", line):
-        return ("the weight is on the left: a token is a row of x, so the projection is x @ W.T "
-                "(nn.Linear stores W as (out_features, in_features))")
-    if "must match the size of tensor" in message:
-        if re.search(r"\.(max|sum|amax|mean|logsumexp)\((?![^)]*keepdim\s*=\s*True)", line) or "@" not in line:
-            return ("two tensors' shapes do not line up here. If one of them comes from a reduction such as "
-                    ".max(dim=-1) or .sum(dim=-1), pass keepdim=True: (..., S) and (..., 1) broadcast row by row, "
-                    "(..., S) and (...,) do not")
-    if matmul:
-        return ("the inner sizes of this matrix product do not match: check each operand's shape (print it); for "
-                "attention scores it is query @ key.transpose(-2, -1)")
-    return ""
-
-
 def _student_error_line(exc: BaseException) -> str:
     """``your function raised X: message`` plus where and a hint, for an exception the student's function raised."""
     line, case = getattr(exc, _STUDENT_MARK, ("", None))
@@ -250,7 +194,7 @@ def _student_error_line(exc: BaseException) -> str:
     source = line.split("  # .T")[0].strip()
     if source:
         text += f", at `{source}`"
-    hint = _error_hint(exc, line)
+    hint = error_hint(exc, line)
     return f"{text}. Hint: {hint}" if hint else text
 
 
@@ -282,66 +226,6 @@ def _call_hint(check: Callable, args: tuple, kwargs: dict, takes_function: bool)
     if not takes_function:
         return None
     return _not_a_function_hint(args[0] if args else next(iter(kwargs.values())), check.__name__)
-
-
-# ---- the global state a checker must leave as it found it ---------------------------------------------------------
-
-
-class _StateNotRestored(Exception):
-    """A piece of global state the checker saved could not be put back (the checker's failure, never the student's)."""
-
-
-def _same_numpy_state(a: tuple, b: tuple) -> bool:
-    """NumPy's legacy random state, ``('MT19937', keys, pos, has_gauss, cached)``, compared entry by entry."""
-    numpy = sys.modules["numpy"]
-    return len(a) == len(b) and all(bool(numpy.array_equal(x, y)) for x, y in zip(a, b, strict=True))
-
-
-def _same_tensors(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-
-
-def _state_pieces() -> list[tuple[str, Callable, Callable, Callable]]:
-    """``(what, read, write, same)`` for each piece of global state a check must leave as it found it: the random
-    states (torch, Python, NumPy, CUDA), torch's thread count, grad mode and default dtype. Looked up on every call,
-    so they are the functions torch, random and NumPy hold at that moment."""
-    pieces = [
-        ("torch's random state", torch.get_rng_state, torch.set_rng_state, torch.equal),
-        ("Python's random state", random.getstate, random.setstate, operator.eq),
-        ("torch's thread count", torch.get_num_threads, torch.set_num_threads, operator.eq),
-        ("torch's grad mode", torch.is_grad_enabled, torch.set_grad_enabled, operator.eq),
-        ("torch's default dtype", torch.get_default_dtype, torch.set_default_dtype, operator.eq),
-    ]
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        pieces.append(("NumPy's random state", numpy.random.get_state, numpy.random.set_state, _same_numpy_state))
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        pieces.append(("CUDA's random states", torch.cuda.get_rng_state_all, torch.cuda.set_rng_state_all,
-                       _same_tensors))
-    return pieces
-
-
-def _save_global_state() -> list[tuple[tuple, object]]:
-    """Every piece of :func:`_state_pieces` with its current value. Raises if one cannot be read: the check must then
-    not run, since it could not promise to put that piece back."""
-    return [(piece, piece[1]()) for piece in _state_pieces()]
-
-
-def _restore_global_state(saved: list[tuple[tuple, object]]) -> _StateNotRestored | None:
-    """Put every saved piece back (only those that changed); a piece that cannot be put back does not stop the
-    others. Returns the first failure (None when all went well), so that the checker reports it as its own."""
-    failure = None
-    for (what, read, write, same), value in saved:
-        try:
-            if same(read(), value):
-                continue
-        except Exception:  # noqa: BLE001 - cannot tell whether it changed: write it back anyway
-            pass
-        try:
-            write(value)
-        except Exception as exc:  # noqa: BLE001 - reported below, after the other pieces are back
-            failure = failure or _StateNotRestored(f"could not restore {what}: {type(exc).__name__}: {exc}")
-    return failure
 
 
 # ---- the checker decorator ----------------------------------------------------------------------------------------
@@ -404,7 +288,7 @@ def _verdict(title: str, check: Callable, args: tuple, kwargs: dict, takes_funct
 
 def _checked(title: str, check: Callable, args: tuple, kwargs: dict, takes_function: bool) -> tuple[str, bool]:
     """:func:`_verdict` with the global state saved before and put back after, whatever happens in between."""
-    saved = _save_global_state()  # if this fails, nothing has run yet: the caller reports the checker's failure
+    saved = save_global_state()  # if this fails, nothing has run yet: the caller reports the checker's failure
     token = _UNMARKABLE.set([])
     try:
         line, passed = _verdict(title, check, args, kwargs, takes_function)
@@ -412,7 +296,7 @@ def _checked(title: str, check: Callable, args: tuple, kwargs: dict, takes_funct
         line, passed = _checker_failed(title, exc), False
     finally:
         _UNMARKABLE.reset(token)
-        failure = _restore_global_state(saved)
+        failure = restore_global_state(saved)
     if failure is not None:
         return _checker_failed(title, failure), False
     return line, passed

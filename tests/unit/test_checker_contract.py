@@ -8,7 +8,12 @@ included without editing this file):
 * a fault injected into any of the checker's own helpers is reported as a failure of the CHECKER, never blamed on
   the student; an exception raised by the student's function is reported as theirs;
 * odd things a beginner returns or passes (None, a string, a tensor instead of the function, ...) get a ❌ hint,
-  never a checker failure or a traceback.
+  never a checker failure or a traceback;
+* whatever happens, a checker prints exactly one line (every call below goes through :func:`verdict`, which asserts
+  it, as tests/unit/checker_support.py does for every answer of the per-notebook tests);
+* a right answer in any reasonable form passes: NumPy arrays and numbers, half precision, float64, 0-d tensors;
+* nothing is patched while the student's code runs, and a fault injected into any function that saves or restores
+  the global state, or into any helper of checkers/core.py, gives the ⚠️ line with the rest of the state restored.
 """
 
 from __future__ import annotations
@@ -36,8 +41,11 @@ def stub(*args, **kwargs):
 
 
 def verdict(checker, fn, capsys) -> tuple[bool, str]:
+    """Run ``checker(fn)``: whether it passed and what it printed, which is always exactly one line."""
     passed = checker(fn)
-    return bool(passed), capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.endswith("\n"), f"not one line: {out!r}"
+    return bool(passed), out
 
 
 def inner(checker):
@@ -423,7 +431,7 @@ def _vandal_with_real_functions(calls: list):
         torch.rand(5)
         random.seed(1)
         np.random.seed(1)
-        REAL["torch", "set_num_threads"](1)
+        REAL["torch", "set_num_threads"](2 if REAL["torch", "get_num_threads"]() == 1 else 1)
         torch._C._set_grad_enabled(False)
         REAL["torch", "set_default_dtype"](torch.float64)
         raise ValueError("boom")
@@ -483,11 +491,16 @@ def test_a_broken_writer_is_not_needed_when_nothing_changed(owner, attr, kind, m
 
 
 CORE = sys.modules["_mha_helpers.checkers.core"]
-#: the contract's own machinery in checkers/core.py, each made to raise in turn
-CORE_HELPERS = ["_save_global_state", "_restore_global_state", "_state_pieces", "_checked", "_verdict",
-                "_checker_failed", "_one_line", "_call_hint", "_not_a_function_hint", "_student_error_line",
-                "_error_hint", "_mark_student", "_student_line", "_names_in", "_warn_again",
-                "_innermost_frame_is_library", "_raised_by_student", "_describe_case", "_same_numpy_state"]
+GLOBAL_STATE = sys.modules["_mha_helpers.checkers.global_state"]
+#: the contract's own machinery (checkers/core.py and the state it saves, checkers/global_state.py), each made to
+#: raise in turn: (module, name)
+CORE_HELPERS = [(CORE, name) for name in (
+    "save_global_state", "restore_global_state", "_checked", "_verdict", "_checker_failed", "_one_line",
+    "_call_hint", "_not_a_function_hint", "_student_error_line", "error_hint", "_mark_student", "_student_line",
+    "_names_in", "_warn_again", "_innermost_frame_is_library", "_raised_by_student")] + [
+    (GLOBAL_STATE, name) for name in ("state_pieces", "_same_numpy_state")]
+#: with these broken the state cannot be saved or put back at all: the ⚠️ line is all the checker can do
+STATE_MACHINERY = {"save_global_state", "restore_global_state", "state_pieces", "_checked"}
 
 
 def _typo(n):
@@ -504,9 +517,9 @@ CORE_ANSWERS = {"stub": stub, "right": lambda n: torch.ones(n, n, dtype=torch.bo
 
 
 @pytest.mark.parametrize("answer", list(CORE_ANSWERS))
-@pytest.mark.parametrize("helper", CORE_HELPERS)
-def test_a_fault_in_the_contracts_machinery_is_never_blamed_on_the_student(helper, answer, monkeypatch, capsys,
-                                                                           global_state):
+@pytest.mark.parametrize("module, helper", CORE_HELPERS, ids=[name for _, name in CORE_HELPERS])
+def test_a_fault_in_the_contracts_machinery_is_never_blamed_on_the_student(module, helper, answer, monkeypatch,
+                                                                           capsys, global_state):
     """Each helper of checkers/core.py raises, one at a time: the checker prints either the line it prints without
     the fault, or one ⚠️ line naming the fault; never an exception, never a ❌ the fault caused; the state is back."""
     expected = verdict(mh.check_causal_mask, CORE_ANSWERS[answer], capsys)
@@ -516,11 +529,11 @@ def test_a_fault_in_the_contracts_machinery_is_never_blamed_on_the_student(helpe
     def fault(*args, **kwargs):
         raise KeyError("injected fault")
 
-    monkeypatch.setattr(CORE, helper, fault)
+    monkeypatch.setattr(module, helper, fault)
     passed, out = verdict(mh.check_causal_mask, CORE_ANSWERS[answer], capsys)
     assert out.count("\n") == 1, out
     assert (passed, out) == expected or (
         not passed and out.startswith(f"⚠️ {mh.check_causal_mask.title}: the checker itself failed") and
         "KeyError" in out and "report" in out), (expected, out)
-    if helper not in {"_save_global_state", "_restore_global_state", "_state_pieces", "_checked"}:
+    if helper not in STATE_MACHINERY:
         assert not _state_differences(before, _state_snapshot())
