@@ -15,14 +15,27 @@ The contract, the same for every ``check_*`` (tests/unit/test_checker_contract.p
   the untouched stub (NotImplementedError)  ``⏳ <title>: not yet — replace the `raise NotImplementedError` ...``
   the function returned None              ``❌ <title>: your function returned None — did you forget `return`? ...``
   not a function was passed               ``❌ <title>: you passed a Tensor, not a function ...``
-  the student's function raised           ``❌ <title>: your function raised X: message`` (+ a hint for common ones)
+  the student's function raised           ``❌ <title>: your function raised X: message`` (+ a hint for common ones,
+                                          checkers/error_hints.py)
   the checker's OWN code raised           ``⚠️ <title>: the checker itself failed ...`` (never the student's fault)
   ======================================  ==================================================================
 
 * The global random state (torch, Python's ``random``, NumPy), torch's thread count, grad mode and default dtype are
-  saved before and restored after every check, whatever the student's function does.
-* Values are compared with one policy, :func:`_close` (see there): float64, NumPy arrays and ``F.linear``'s rounding
-  pass; the tolerance follows the coarser dtype of the two.
+  saved before and restored after every check, whatever the student's function does (checkers/global_state.py). A
+  piece that cannot be saved (the student's code then does not run) or put back is the checker's failure: the ⚠️
+  line, never an exception.
+* Every line printed is one line (:func:`_one_line`).
+* One policy for answers in any reasonable form, the same in every checker:
+
+  - where a tensor is asked, a NumPy array is taken as the tensor it holds (:func:`_tensor_answer`);
+  - where a number is asked, a Python or NumPy int or float and a one-element tensor or array are numbers
+    (:func:`_as_number`; :func:`_as_int` where a whole number is asked, e.g. ``np.argmax(...)``);
+  - values are compared by :func:`_close`: the tolerance follows the coarser dtype of the two (half precision at
+    half precision's, float64 against float64 at float64's), never after a conversion to float64.
+
+* Nothing is patched: the checkers watch the student's torch calls with a ``TorchFunctionMode``
+  (:func:`_spying_on_softmax`) and their calls of our own functions with a profile hook for the one thread
+  (:func:`_watching_calls`), both gone when the call ends.
 
 Only :func:`exercise_checker` and :class:`CheckResult` are public. The helpers below keep their leading underscore
 although every ``checkers/nbNN.py`` imports them (the one exception to the package's rule that a name another module
@@ -40,7 +53,6 @@ import functools
 import inspect
 import math
 import os
-import random
 import re
 import sys
 import traceback
@@ -48,10 +60,12 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..validation import check_bool, check_str
+from .error_hints import error_hint
+from .global_state import restore_global_state, save_global_state
 
 _NOT_YET = "not yet — replace the `raise NotImplementedError` with your code, then run again."
 _REPORT = (
@@ -73,10 +87,11 @@ class _Hint(Exception):
 
 
 _CASE: contextvars.ContextVar[str | None] = contextvars.ContextVar("_mha_checker_case", default=None)
+#: the student's exceptions that refuse an attribute, remembered for the one check running (a fresh list each time)
+_UNMARKABLE: contextvars.ContextVar[list | None] = contextvars.ContextVar("_mha_unmarkable", default=None)
 _STUDENT_MARK = "_mha_raised_by_student"
-_UNMARKABLE: list[BaseException] = []  # student exceptions that refuse an attribute (cleared after every check)
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # _mha_helpers/: never the student's code
 
 
 @contextlib.contextmanager
@@ -98,10 +113,9 @@ def _innermost_frame_is_library(exc: BaseException) -> bool:
 def _student_line(exc: BaseException, fn: Callable) -> str:
     """The source line of the student's code where ``exc`` was raised (the innermost frame in their file), or ''."""
     filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if f.filename == filename] or [
-        f for f in frames if not os.path.abspath(f.filename).startswith((_TORCH_DIR, _HERE))
-    ]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not os.path.abspath(f.filename).startswith((_TORCH_DIR, _PACKAGE_DIR))]  # never quote our own code
+    ours = [f for f in frames if f.filename == filename] or frames
     return (ours[-1].line or "") if ours else ""
 
 
@@ -149,8 +163,10 @@ def _mark_student(exc: BaseException, fn: Callable, caught: Sequence = ()) -> No
         line += "  # .T"  # no source to read (e.g. a function typed at a prompt): its code still shows .T
     try:
         setattr(exc, _STUDENT_MARK, (line, _CASE.get()))
-    except Exception:  # an exception type that refuses attributes: remember the object itself
-        _UNMARKABLE.append(exc)
+    except Exception:  # an exception type that refuses attributes: remember the object itself, for this check
+        remembered = _UNMARKABLE.get()
+        if remembered is not None:
+            remembered.append(exc)
 
 
 def _names_in(code: object) -> set[str]:
@@ -164,75 +180,21 @@ def _names_in(code: object) -> set[str]:
 
 
 def _raised_by_student(exc: BaseException) -> bool:
-    return hasattr(exc, _STUDENT_MARK) or any(exc is e for e in _UNMARKABLE)
-
-
-# ---- hints for the errors beginners meet most --------------------------------------------------------------------
-
-
-def _error_hint(exc: BaseException, line: str) -> str:
-    """A plain-words hint for a common error raised by the student's code ('' when none applies)."""
-    message = str(exc)
-    if isinstance(exc, NameError):
-        name = getattr(exc, "name", None) or (re.findall(r"'(\w+)'", message) or [""])[0]
-        if name == "math":
-            return ("this notebook does not import math: write x ** 0.5 for a square root (or add `import math` at "
-                    "the top of the notebook)")
-        if name in {"F", "nn", "np", "torch", "mh"}:
-            return f"`{name}` is not imported in this notebook; use the names its first cell imports"
-        return f"`{name}` is not defined here: is it defined in a cell you have not run yet?"
-    if isinstance(exc, TypeError) and re.search(
-        r"but got float|'float' object cannot be interpreted as an integer|slice indices must be integers|"
-        r"must be tuple of ints|expected .*int.* but got float|received an invalid combination of arguments.*float",
-        message, re.S,
-    ):
-        return ("a size or an index is a float: d_model / num_heads gives a float (12 / 3 = 4.0) even when it "
-                "divides evenly; use integer division, d_model // num_heads")
-    if isinstance(exc, TypeError) and re.search(r"required positional argument|positional arguments? but \d+ (were|was) "
-                                                r"given|got an unexpected keyword argument", message) and \
-            not re.search(r"^(view|reshape|ones|zeros|full|randn|arange)\(", message):
-        return ("the checker calls your function exactly as the stub's `def` line says: keep the stub's name and "
-                "parameters (and call any helper with all of its arguments)")
-    if isinstance(exc, IndexError) and "Dimension out of range" in message:
-        return ("your code uses a dim this tensor does not have: the hidden inputs may have more or fewer dims than "
-                "the ones you tried; count dims from the end (dim=-1, .transpose(-2, -1)) so any leading dims work")
-    if isinstance(exc, AttributeError) and re.search(r"'(list|tuple|int|float)' object has no attribute", message):
-        return ("an argument is a plain Python value (a list, tuple or number), not a tensor: use len(...) and "
-                "indexing on it, or turn it into one with torch.tensor(...)")
-    if "view size is not compatible with input tensor's size and stride" in message:
-        return ("view on a non-contiguous tensor: after transpose(1, 2) a token's features are no longer next to "
-                "each other in memory, so .view cannot merge them — use .reshape(...) (it copies when it must) or "
-                ".contiguous().view(...)")
-    matmul = re.search(r"mat1 and mat2 shapes cannot be multiplied|Expected size for first two dimensions of batch2|"
-                       r"size mismatch|inconsistent tensor size|must match the size of tensor", message)
-    if matmul and re.search(r"\.T\b", line) and ("@" in line or "# .T" in line):
-        return ("`.T` reverses ALL the dims of a tensor with more than two (a (batch, S, d) key becomes (d, S, batch)); "
-                "swap only the last two with .transpose(-2, -1)")
-    if matmul and re.search(r"\bW\w*\s*@\s*\w", line):
-        return ("the weight is on the left: a token is a row of x, so the projection is x @ W.T "
-                "(nn.Linear stores W as (out_features, in_features))")
-    if "must match the size of tensor" in message:
-        if re.search(r"\.(max|sum|amax|mean|logsumexp)\((?![^)]*keepdim\s*=\s*True)", line) or "@" not in line:
-            return ("two tensors' shapes do not line up here. If one of them comes from a reduction such as "
-                    ".max(dim=-1) or .sum(dim=-1), pass keepdim=True: (..., S) and (..., 1) broadcast row by row, "
-                    "(..., S) and (...,) do not")
-    if matmul:
-        return ("the inner sizes of this matrix product do not match: check each operand's shape (print it); for "
-                "attention scores it is query @ key.transpose(-2, -1)")
-    return ""
+    return hasattr(exc, _STUDENT_MARK) or any(exc is e for e in (_UNMARKABLE.get() or ()))
 
 
 def _student_error_line(exc: BaseException) -> str:
     """``your function raised X: message`` plus where and a hint, for an exception the student's function raised."""
     line, case = getattr(exc, _STUDENT_MARK, ("", None))
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")
+    yours = "your class" if re.search(r"\b__init__\(\)", message) else "your function"
+    text = f"{yours} raised {type(exc).__name__}" + (f": {message}" if message else "")
     if case:
         text += f" (for {case})"
     source = line.split("  # .T")[0].strip()
     if source:
         text += f", at `{source}`"
-    hint = _error_hint(exc, line)
+    hint = error_hint(exc, line)
     return f"{text}. Hint: {hint}" if hint else text
 
 
@@ -266,39 +228,6 @@ def _call_hint(check: Callable, args: tuple, kwargs: dict, takes_function: bool)
     return _not_a_function_hint(args[0] if args else next(iter(kwargs.values())), check.__name__)
 
 
-# ---- the global state a checker must leave as it found it ---------------------------------------------------------
-
-
-def _save_global_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "random": random.getstate(),
-        "threads": torch.get_num_threads(),
-        "grad": torch.is_grad_enabled(),
-        "dtype": torch.get_default_dtype(),
-    }
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        state["numpy"] = numpy.random.get_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_global_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    if torch.get_num_threads() != state["threads"]:
-        torch.set_num_threads(state["threads"])
-    torch.set_grad_enabled(state["grad"])
-    if torch.get_default_dtype() != state["dtype"]:
-        torch.set_default_dtype(state["dtype"])
-    if "numpy" in state:
-        sys.modules["numpy"].random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ---- the checker decorator ----------------------------------------------------------------------------------------
 
 
@@ -319,13 +248,68 @@ class CheckResult:
         pass
 
 
+_RETURNED_NONE = ("your function returned None — did you forget `return`? End it with `return <your result>` "
+                  "(a bare expression on the last line is not returned)")
+
+
+def _one_line(text: object) -> str:
+    """What a checker prints is one line: any newline (a tensor's repr, a torch error) becomes a space."""
+    return " ".join(str(text).split())
+
+
+def _checker_failed(title: str, exc: BaseException) -> str:
+    """The line for a failure of the checker's own code: what, where, and how to report it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f", in {frames[-1].name}, line {frames[-1].lineno} of {os.path.basename(frames[-1].filename)}" \
+        if frames else ""
+    return f"⚠️ {title}: the checker itself failed ({type(exc).__name__}: {exc}{where}). {_REPORT}"
+
+
+def _verdict(title: str, check: Callable, args: tuple, kwargs: dict, takes_function: bool) -> tuple[str, bool]:
+    """Run the check once: (the line to print, passed). A fault of the checker's own code gives the ⚠️ line."""
+    try:
+        hint = _call_hint(check, args, kwargs, takes_function)
+        if hint is None:
+            hint = check(*args, **kwargs)
+    except _NotYet:
+        return f"⏳ {title}: {_NOT_YET}", False
+    except _ReturnedNone:
+        hint = _RETURNED_NONE
+    except _Hint as stop:
+        hint = str(stop)
+    except Exception as exc:
+        if not _raised_by_student(exc):  # the checker's own code raised: never the student's fault
+            return _checker_failed(title, exc), False
+        hint = _student_error_line(exc)
+    if hint:
+        return f"❌ {title}: {hint}", False
+    return f"✅ {title}: passed", True
+
+
+def _checked(title: str, check: Callable, args: tuple, kwargs: dict, takes_function: bool) -> tuple[str, bool]:
+    """:func:`_verdict` with the global state saved before and put back after, whatever happens in between."""
+    saved = save_global_state()  # if this fails, nothing has run yet: the caller reports the checker's failure
+    token = _UNMARKABLE.set([])
+    try:
+        line, passed = _verdict(title, check, args, kwargs, takes_function)
+    except Exception as exc:  # noqa: BLE001 - a fault while judging (e.g. in a hint's own helper)
+        line, passed = _checker_failed(title, exc), False
+    finally:
+        _UNMARKABLE.reset(token)
+        failure = restore_global_state(saved)
+    if failure is not None:
+        return _checker_failed(title, failure), False
+    return line, passed
+
+
 def exercise_checker(title: str, *, takes_function: bool = True) -> Callable:
     """Decorator for checkers: the wrapped function returns None on success or a hint string on failure.
 
     The decorated checker prints one line (✅ passed, ❌ a hint, ⏳ not yet, or ⚠️ when the checker itself failed;
     see the module docstring) and returns a :class:`CheckResult`, truthy only on success. It never raises into the
     notebook. With ``takes_function`` (the default) its first argument must be callable: a tensor or None passed
-    instead gets its own hint. Global random states, torch's thread count, grad mode and default dtype are restored.
+    instead gets its own hint. Global random states, torch's thread count, grad mode and default dtype are restored;
+    a piece that cannot be saved or restored makes the checker report its own failure.
     """
     check_str("title", title, "the exercise's title, e.g. 'Exercise 2.1: softmax'")
     check_bool("takes_function", takes_function)
@@ -333,35 +317,14 @@ def exercise_checker(title: str, *, takes_function: bool = True) -> Callable:
     def wrap(check: Callable[..., str | None]) -> Callable[..., CheckResult]:
         @functools.wraps(check)
         def run(*args, **kwargs) -> CheckResult:
-            state = _save_global_state()
             try:
-                hint = _call_hint(check, args, kwargs, takes_function)
-                if hint is None:
-                    hint = check(*args, **kwargs)
-            except _NotYet:
-                print(f"⏳ {title}: {_NOT_YET}")
-                return CheckResult(False)
-            except _ReturnedNone:
-                hint = ("your function returned None — did you forget `return`? End it with `return <your result>` "
-                        "(a bare expression on the last line is not returned)")
-            except _Hint as stop:
-                hint = str(stop)
-            except Exception as exc:
-                if _raised_by_student(exc):
-                    hint = _student_error_line(exc)
-                else:  # the checker's own code raised: never the student's fault
-                    where = traceback.extract_tb(exc.__traceback__)[-1]
-                    print(f"⚠️ {title}: the checker itself failed ({type(exc).__name__}: {exc}, in "
-                          f"{where.name}, line {where.lineno} of {os.path.basename(where.filename)}). {_REPORT}")
-                    return CheckResult(False)
-            finally:
-                _UNMARKABLE.clear()
-                _restore_global_state(state)
-            if hint:
-                print(f"❌ {title}: {hint}")
-                return CheckResult(False)
-            print(f"✅ {title}: passed")
-            return CheckResult(True)
+                line, passed = _checked(title, check, args, kwargs, takes_function)
+                line = _one_line(line)
+            except Exception as exc:  # noqa: BLE001 - the last resort: the machinery above itself broke
+                line, passed = (f"⚠️ {title}: the checker itself failed ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())}). {_REPORT}"), False
+            print(line)
+            return CheckResult(passed)
 
         run.title = title  # what the checker prints before its verdict (tests read it)
         return run
@@ -384,18 +347,34 @@ _TOLERANCES = {
 _PRECISION = [torch.bfloat16, torch.float16, torch.float32, torch.float64]  # coarse -> fine
 
 
+def _numpy_value(got: object) -> bool:
+    """True for a NumPy array or NumPy scalar (without importing NumPy: a student who has it has imported it)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(got, (numpy.ndarray, numpy.generic))
+
+
 def _as_tensor(got: object) -> object:
     """NumPy arrays and NumPy/Python numbers as a CPU tensor (detached); a tensor detached on the CPU; anything
     else unchanged. Lets a checker accept ``np.prod(...)`` or an ``ndarray`` where a value is asked for."""
     if isinstance(got, torch.Tensor):
         return got.detach().cpu()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(got, (numpy.ndarray, numpy.generic)):
+    if _numpy_value(got):
         if got.dtype.kind in "biuf":
-            return torch.as_tensor(numpy.asarray(got).copy())
+            return torch.as_tensor(sys.modules["numpy"].asarray(got).copy())
         return got
     if isinstance(got, (int, float)) and not isinstance(got, bool):
         return torch.tensor(got, dtype=torch.float64 if isinstance(got, float) else torch.int64)
+    return got
+
+
+def _tensor_answer(got: object) -> object:
+    """THE policy for an answer where a tensor is asked: a tensor (detached, on the CPU) or a NumPy array of numbers
+    or booleans (as a tensor of its dtype) is taken as it is; a tuple or list of them element by element; anything
+    else is left for the checker's hint (a number, a string, None)."""
+    if isinstance(got, (tuple, list)):
+        return type(got)(_tensor_answer(t) for t in got)
+    if isinstance(got, torch.Tensor) or (_numpy_value(got) and got.ndim > 0):
+        return _as_tensor(got)
     return got
 
 
@@ -406,8 +385,7 @@ def _as_number(got: object) -> int | float | None:
         return None
     if isinstance(got, (int, float)):
         return got
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(got, (numpy.generic, numpy.ndarray)):
+    if _numpy_value(got):
         if getattr(got, "size", 1) != 1 or got.dtype.kind not in "iuf":
             return None
         return got.item()
@@ -416,7 +394,19 @@ def _as_number(got: object) -> int | float | None:
     return None
 
 
+def _as_int(got: object) -> int | None:
+    """A plain int for a whole number in any integer form (int, NumPy integer, ``np.argmax(...)``, a one-element
+    integer tensor or array such as ``scores.argmax()``); None for anything else (floats and bools included)."""
+    number = _as_number(got)
+    if number is None or isinstance(number, float):
+        return None
+    if isinstance(got, torch.Tensor) and got.is_floating_point():
+        return None
+    return int(number)
+
+
 def _tolerance(*dtypes: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) of the coarsest floating dtype among ``dtypes`` (float32's when there is none)."""
     floats = [d for d in dtypes if d in _TOLERANCES]
     if not floats:
         return _TOLERANCES[torch.float32]
@@ -427,8 +417,10 @@ def _tolerance(*dtypes: torch.dtype) -> tuple[float, float]:
 def _close(got: object, expected: torch.Tensor, *, rtol: float | None = None, atol: float | None = None) -> bool:
     """THE comparison of every checker: True when ``got`` (a tensor or NumPy array) has ``expected``'s shape and
     values. NaN never matches; shapes must be equal (no broadcasting); integer and boolean tensors must be equal
-    exactly; floats within the tolerance of the coarser dtype (see ``_TOLERANCES``), unless ``rtol``/``atol`` are
-    given."""
+    exactly; floats within the tolerance of the coarser dtype of the two (see ``_TOLERANCES``), so a half-precision
+    answer is judged at half precision. ``rtol``/``atol``, when given, are floors: a checker may loosen the
+    tolerance for its exercise, never make it tighter than the answer's dtype allows. Nothing is converted to
+    float64 before the dtype is read."""
     got = _as_tensor(got)
     if not isinstance(got, torch.Tensor) or not isinstance(expected, torch.Tensor):
         return False
@@ -438,8 +430,8 @@ def _close(got: object, expected: torch.Tensor, *, rtol: float | None = None, at
     if not got.is_floating_point() and not want.is_floating_point():
         return bool(torch.equal(got.long(), want.long()))
     default_rtol, default_atol = _tolerance(got.dtype, want.dtype)
-    rtol = default_rtol if rtol is None else rtol
-    atol = default_atol if atol is None else atol
+    rtol = max(default_rtol, rtol or 0.0)
+    atol = max(default_atol, atol or 0.0)
     g, w = got.double(), want.double()
     if bool(torch.isnan(g).any()) or bool(torch.isnan(w).any()):
         return False
@@ -450,8 +442,25 @@ def _close(got: object, expected: torch.Tensor, *, rtol: float | None = None, at
 
 def _matches(got: object, expected: torch.Tensor, atol: float | None = None) -> bool:
     """True when ``got`` is a tensor (or NumPy array) of ``expected``'s shape with the same values: :func:`_close`
-    (``atol``, when given, replaces the dtype's absolute tolerance)."""
+    (``atol``, when given, is a floor under the dtype's absolute tolerance)."""
     return _close(got, expected, atol=atol)
+
+
+def _sums_to_one(t: torch.Tensor, dim: int) -> bool:
+    """True when ``t`` sums to 1 along ``dim``, within the rounding of ``t``'s own dtype (half precision rounds each
+    weight to about 1e-3)."""
+    total = t.double().sum(dim=dim)
+    rtol, _ = _tolerance(t.dtype)
+    return bool(((total - 1.0).abs() <= max(1e-4, rtol)).all())
+
+
+def _values(t: torch.Tensor) -> str:
+    """A tensor's values as one short line for a hint: ``[0.25, 0.5]`` (4 significant digits), ``[[1, 0], [1, 1]]``
+    for a mask."""
+    t = t.detach().cpu()
+    if not t.is_floating_point():
+        return str(t.long().tolist())
+    return re.sub(r"-?\d+\.\d+(e-?\d+)?", lambda m: f"{float(m.group()):.4g}", str(t.double().tolist()))
 
 
 def _shape_hint(name: str, got: object, expected: Sequence[int], meaning: str = "", context: str = "") -> str | None:
@@ -463,10 +472,8 @@ def _shape_hint(name: str, got: object, expected: Sequence[int], meaning: str = 
     expected = tuple(int(n) for n in expected)
     named = f"{expected} = {meaning}" if meaning else f"{expected}"
     tail = f" {context}" if context else ""
+    got = _tensor_answer(got)  # a NumPy array is judged by its shape, as the tensor it holds
     if not isinstance(got, torch.Tensor):
-        if got is not None and type(got).__name__ == "ndarray":
-            return (f"{name} should be a torch.Tensor of shape {named}{tail}, got a NumPy array; "
-                    "stay in torch (torch functions and methods keep tensors)")
         return f"{name} should be a torch.Tensor of shape {named}{tail}, got {type(got).__name__}"
     if tuple(got.shape) != expected:
         return f"{name} has shape {tuple(got.shape)}, expected {named}{tail}"
@@ -493,40 +500,65 @@ def _pair_hint(got: object, names: str, shapes: Sequence[Sequence[int]] | None =
     return None
 
 
-_SOFTMAXES = (
-    (torch, "softmax", "torch.softmax"), (F, "softmax", "F.softmax"), (torch.Tensor, "softmax", ".softmax"),
-    (torch.special, "softmax", "torch.special.softmax"), (torch, "log_softmax", "torch.log_softmax"),
-    (F, "log_softmax", "F.log_softmax"), (torch.Tensor, "log_softmax", ".log_softmax"),
-    (torch.special, "log_softmax", "torch.special.log_softmax"),
-)
+#: the names torch gives its softmax functions when they pass through a TorchFunctionMode
+_SOFTMAX_NAMES = {"softmax", "log_softmax", "softmin", "_softmax", "_log_softmax", "special_softmax",
+                  "special_log_softmax", "_softmax.default", "_log_softmax.default"}
+#: how a student would have written the function, by the module torch reports for it (None: a Tensor method)
+_SOFTMAX_PREFIXES = {"torch": "torch.", "torch.nn.functional": "F.", "torch._C._special": "torch.special.",
+                     "torch._ops.aten": "torch.ops.aten.", None: "."}
+
+
+class _SoftmaxSpy(TorchFunctionMode):
+    """Records, by the name a student would write, every softmax of torch called while it is active (see
+    :func:`_spying_on_softmax`); every call still runs as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _SOFTMAX_NAMES:
+            prefix = _SOFTMAX_PREFIXES.get(getattr(func, "__module__", None), "torch.")
+            self.calls.append(prefix + name.removeprefix("special_").removesuffix(".default"))
+        return func(*args, **(kwargs or {}))
 
 
 @contextlib.contextmanager
 def _spying_on_softmax() -> Iterator[list[str]]:
-    """Inside this block every softmax of torch (``torch.softmax``, ``F.softmax``, ``Tensor.softmax``, their
-    ``log_softmax`` and ``torch.special`` twins, and so ``nn.Softmax``) still works, but is recorded in the list
-    yielded. Everything is put back afterwards, also on an error."""
-    calls: list[str] = []
-    saved = []
-    for owner, attr, label in _SOFTMAXES:
-        original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr)
-        inherited = isinstance(owner, type) and attr not in owner.__dict__
-        real = getattr(owner, attr)
+    """Inside this block every softmax of torch the code calls — ``torch.softmax``, ``F.softmax``,
+    ``Tensor.softmax``, ``nn.Softmax`` (through F.softmax), their ``log_softmax`` and ``torch.special`` twins,
+    ``F.softmin``, and the private ``torch._softmax`` and ``torch.ops.aten._softmax`` — still works, but is recorded
+    in the list yielded. It is a ``TorchFunctionMode``: it sees the torch calls made in this thread inside the block,
+    patches nothing, and is gone when the block ends, also on an error."""
+    spy = _SoftmaxSpy()
+    with spy:
+        yield spy.calls
 
-        def spy(*args, _real=real, _label=label, **kwargs):
-            calls.append(_label)
-            return _real(*args, **kwargs)
 
-        saved.append((owner, attr, original, inherited))
-        setattr(owner, attr, spy)
+@contextlib.contextmanager
+def _watching_calls(*functions: Callable) -> Iterator[list[str]]:
+    """Inside this block, every call of one of ``functions`` (plain Python functions, e.g. ``valid_head_counts``) is
+    recorded by name in the list yielded, however the student's code reached it (``mh.f``, an alias, a helper).
+
+    It listens with a profile hook for this thread only (``sys.setprofile``), passes every event on to a Python hook
+    that was there before, and puts that hook back on exit, also on an error: nothing is patched."""
+    codes = {f.__code__: f.__name__ for f in functions}
+    called: list[str] = []
+    previous = sys.getprofile()
+    chain = previous if inspect.isfunction(previous) or inspect.ismethod(previous) else None
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            called.append(codes[frame.f_code])
+        if chain is not None:
+            chain(frame, event, arg)
+
+    sys.setprofile(hook)
     try:
-        yield calls
+        yield called
     finally:
-        for owner, attr, original, inherited in reversed(saved):
-            if inherited:
-                delattr(owner, attr)
-            else:
-                setattr(owner, attr, original)
+        sys.setprofile(previous)
 
 
 def _isclose_number(got: float, expected: float) -> bool:

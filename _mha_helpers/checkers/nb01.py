@@ -8,7 +8,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .core import _as_tensor, _call_student, _close, _describe_case, _pair_hint, _shape_hint, exercise_checker
+from .core import (
+    _call_student,
+    _close,
+    _describe_case,
+    _pair_hint,
+    _shape_hint,
+    _sums_to_one,
+    _tensor_answer,
+    exercise_checker,
+)
 
 
 def _reference_project_qkv(
@@ -35,7 +44,7 @@ def check_project_qkv(fn: Callable) -> str | None:
         expected = _reference_project_qkv(x, *weights)
         try:
             with _describe_case(f"x of shape {tuple(x.shape)} and weights of shape ({d_out}, {d_model})"):
-                got = _call_student(fn, x.clone(), *(w.clone() for w in weights))
+                got = _tensor_answer(_call_student(fn, x.clone(), *(w.clone() for w in weights)))
         except RuntimeError as exc:
             if d_out == d_model and "batch2" in str(exc):  # (d_out, d_model) @ (batch, seq, d_model) fails this way
                 return ("your function raised for x of shape (batch, seq, d_model): is the weight on the left? A token "
@@ -104,11 +113,11 @@ def check_soft_lookup(fn: Callable) -> str | None:
         want_w, want_r = _reference_soft_lookup(query, keys, values)
         case = f"query ({d},), keys ({S}, {d}), values ({S}, {d_v})"
         with _describe_case(case):
-            got = _call_student(fn, query.clone(), keys.clone(), values.clone())
+            got = _tensor_answer(_call_student(fn, query.clone(), keys.clone(), values.clone()))
         hint = _pair_hint(got, "weights, result", (want_w.shape, want_r.shape))
         if hint:
             return hint
-        weights, result = (_as_tensor(t) for t in got)
+        weights, result = got
         hint = _shape_hint("weights", weights, (S,), "(S,)", f"for {case}")
         if hint:
             return hint + ": one weight per key"
@@ -136,9 +145,8 @@ def _soft_lookup_weights_hint(weights: torch.Tensor, want_w: torch.Tensor, score
     if _close(weights, scores / scores.sum()) or _close(weights, scores.abs() / scores.abs().sum()):
         return ("you divided the scores by their sum: that is not a softmax (scores can be negative); "
                 "use torch.softmax(scores, dim=-1), which takes exp first")
-    total = float(weights.double().sum())
-    if not abs(total - 1.0) < 1e-4:
-        return f"your weights sum to {total:.3g}, not 1: did you apply torch.softmax?"
+    if not _sums_to_one(weights, -1):
+        return f"your weights sum to {float(weights.double().sum()):.3g}, not 1: did you apply torch.softmax?"
     return ("your weights sum to 1 but differ from softmax(keys @ query): score each key by its dot product "
             "with the query")
 

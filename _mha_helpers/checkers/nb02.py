@@ -9,13 +9,15 @@ import torch
 
 from ..maths.attention import scaled_dot_product_attention
 from .core import (
-    _as_tensor,
     _call_student,
     _close,
     _describe_case,
     _pair_hint,
     _shape_hint,
     _spying_on_softmax,
+    _sums_to_one,
+    _tensor_answer,
+    _values,
     exercise_checker,
 )
 
@@ -23,12 +25,6 @@ _FORBIDDEN_SOFTMAX = (
     "your function calls {calls}: this exercise asks you to build the softmax yourself — subtract each row's "
     "maximum, take torch.exp, divide by the row sum (dim=-1, keepdim=True)"
 )
-
-
-def _sums_to_one(t: torch.Tensor, dim: int) -> bool:
-    """True when ``t`` sums to 1 along ``dim`` (within float32 rounding)."""
-    total = t.double().sum(dim=dim)
-    return _close(total, torch.ones_like(total), rtol=0.0, atol=1e-4)
 
 
 @exercise_checker("Exercise 2.1: a softmax that does not overflow")
@@ -55,11 +51,11 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
             got = _call_student(fn, scores.clone())
         if calls:
             return _FORBIDDEN_SOFTMAX.format(calls=", ".join(dict.fromkeys(calls)))
-        got = _as_tensor(got)
+        got = _tensor_answer(got)
         hint = _shape_hint("your weights", got, expected.shape, context=f"for scores of shape {tuple(scores.shape)}")
         if hint:
             return hint + ": softmax keeps the shape"
-        hint = _softmax_overflow_hint(got.double(), scores) or _softmax_values_hint(got.double(), scores, expected)
+        hint = _softmax_overflow_hint(got, scores) or _softmax_values_hint(got, scores, expected)
         if hint:
             return hint
     return None
@@ -91,23 +87,43 @@ def _softmax_overflow_hint(got: torch.Tensor, scores: torch.Tensor) -> str | Non
 
 
 def _softmax_values_hint(got: torch.Tensor, scores: torch.Tensor, expected: torch.Tensor) -> str | None:
-    """None when finite ``got`` is the softmax of ``scores`` over the last dim; else which normalisation went wrong."""
+    """None when finite ``got`` is the softmax of ``scores`` over the last dim; else which normalisation went wrong.
+    An answer computed in half precision is the softmax of the scores as that dtype holds them (bfloat16 rounds
+    1001 to 1000), judged at that dtype's tolerance."""
     if _close(got, expected):
+        return None
+    if got.dtype in (torch.float16, torch.bfloat16) and _close(got, torch.softmax(scores.to(got.dtype).float(), -1)):
         return None
     if not _sums_to_one(got, -1):
         for dim in range(scores.dim() - 1):
             if _sums_to_one(got, dim):
                 return (f"softmax over the wrong dim: rows do not sum to 1 (your sums over dim={dim} do); "
                         "normalise over the last dim, dim=-1")
-        first = float(got.sum(dim=-1).flatten()[0])
-        if abs(float(got.sum()) - 1.0) < 1e-4:
+        first = float(got.double().sum(dim=-1).flatten()[0])
+        if _sums_to_one(got.flatten(), -1):
             return ("the whole tensor sums to 1, not each row: take the sum over the last dim only, "
                     ".sum(dim=-1, keepdim=True)")
         return (
             f"rows do not sum to 1 (the first sums to {first:.3g}): divide exp(scores) by its row sum, "
             "taken with dim=-1, keepdim=True"
         )
-    return "each row sums to 1 but the values differ from softmax: weight_j = exp(s_j) / Σ_k exp(s_k)"
+    return _clamped_hint(got, scores) or (
+        "each row sums to 1 but the values differ from softmax: weight_j = exp(s_j) / Σ_k exp(s_k)")
+
+
+def _clamped_hint(got: torch.Tensor, scores: torch.Tensor) -> str | None:
+    """A hint when large scores that differ got equal weights: the scores were clamped (e.g. ``.clamp(max=80)``)
+    before exp, which avoids the overflow but changes the result. None when no row shows it."""
+    big = scores > 80  # (..., S): scores whose exp overflows float32 (exp(89) = inf)
+    for row in (big.sum(dim=-1) >= 2).nonzero():
+        row = tuple(row.tolist())
+        weights, large = got[row][big[row]].double(), scores[row][big[row]]
+        if float(large.max() - large.min()) > 0.5 and float(weights.max() - weights.min()) <= 1e-3 * float(weights.max()):
+            return (f"the scores {_values(scores[row])} got the weights {_values(got[row])}: large scores that "
+                    "differ come out equal, as when the scores are clamped before exp (e.g. .clamp(max=80)). That "
+                    "avoids the overflow but changes the result; subtract each row's maximum instead, which "
+                    "changes nothing")
+    return None
 
 
 @exercise_checker("Exercise 2.2: scaled dot-product attention")
@@ -132,7 +148,7 @@ def check_attention(fn: Callable) -> str | None:
         hint = _pair_hint(got, "output, weights", (want_out.shape, want_w.shape))
         if hint:
             return hint
-        output, weights = (_as_tensor(t) for t in got)
+        output, weights = _tensor_answer(got)
         if isinstance(weights, torch.Tensor) and tuple(weights.shape) == (*lead, S, L):
             return (
                 f"weights have shape {tuple(weights.shape)} = (..., S, L); expected (..., L, S) = "
@@ -141,15 +157,15 @@ def check_attention(fn: Callable) -> str | None:
         hint = _shape_hint("weights", weights, want_w.shape, "(..., L, S)", f"for {case}")
         if hint:
             return hint + ": one row per query, one column per key"
-        w = weights.double()
         scores = query @ key.transpose(-2, -1)  # (..., L, d_k) @ (..., d_k, S) -> (..., L, S)
-        if not _sums_to_one(w, -1):
-            if _sums_to_one(w, -2):
+        if not _sums_to_one(weights, -1):
+            if _sums_to_one(weights, -2):
                 return "softmax over the wrong dim: rows do not sum to 1 (your columns do); use softmax(scores, dim=-1)"
-            if _close(w, torch.softmax(scores, dim=-1) / math.sqrt(d_k)):
+            if _close(weights, torch.softmax(scores, dim=-1) / math.sqrt(d_k)):
                 return ("you divided AFTER the softmax, so rows sum to 1/√d_k: scale the scores first, "
                         "softmax(Q Kᵀ / √d_k)")
-            return f"rows of weights do not sum to 1 (the first sums to {float(w.sum(dim=-1).flatten()[0]):.3g})"
+            first = float(weights.double().sum(dim=-1).flatten()[0])
+            return f"rows of weights do not sum to 1 (the first sums to {first:.3g})"
         for factor, wrong in (
             (1.0, "missing the 1/√d_k scale: your weights are softmax(Q Kᵀ); divide the scores by math.sqrt(d_k)"),
             (1.0 / d_k, "you divided the scores by d_k; divide by its square root, math.sqrt(d_k)"),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..maths.attention import causal_mask, padding_mask, scaled_dot_product_attention
-from .core import _as_tensor, _call_student, _close, _describe_case, _pair_hint, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _pair_hint, _shape_hint, _tensor_answer, exercise_checker
 
 
 def _mask_hint(got: object, shape: tuple[int, ...], meaning: str, context: str) -> str | None:
@@ -29,26 +29,12 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> str | None:
     for n in (5, 8, 1):
         want = causal_mask(n)  # (n, n), True = may attend
         with _describe_case(f"seq_len={n}"):
-            got = _call_student(fn, n)
+            got = _tensor_answer(_call_student(fn, n))
         hint = _mask_hint(got, (n, n), "(seq_len, seq_len)", f"for seq_len={n}")
         if hint:
             return hint
-        got = got.detach().cpu()
         if got.dtype != torch.bool:
-            if got.is_floating_point() and torch.equal(got, want.to(got.dtype)):
-                return (
-                    "your mask is a float tensor of 1s and 0s: F.scaled_dot_product_attention ADDS a float mask to "
-                    "the scores, so it would block nothing; return a boolean tensor (dtype=torch.bool)"
-                )
-            if got.is_floating_point() and torch.equal(torch.isneginf(got), ~want):
-                return (
-                    "you returned an additive float mask (0 = allowed, -inf = blocked): that works when added to "
-                    "the scores, but this exercise asks for the boolean one, True where a query may attend"
-                )
-            if not got.is_floating_point() and not got.is_complex() and torch.equal(got.long(), want.long()):
-                return (f"your mask holds the right 1s and 0s but as {got.dtype}: return a boolean tensor, e.g. "
-                        "with dtype=torch.bool or .bool()")
-            return f"return a boolean tensor (dtype=torch.bool), got dtype {got.dtype}"
+            return _not_boolean_hint(got, want)
         if torch.equal(got, want):
             continue
         if torch.equal(got, ~want):
@@ -91,12 +77,11 @@ def check_padding_to_attn_mask(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
         want = ~kpm[:, None, :]  # (batch, S) -> (batch, 1, S), True = may attend
         passed = kpm.clone()
         with _describe_case(f"a key_padding_mask of shape {tuple(kpm.shape)}"):
-            got = _call_student(fn, passed)
+            got = _tensor_answer(_call_student(fn, passed))
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor of shape (batch, 1, S) = {tuple(want.shape)}, got {type(got).__name__}"
-        got = got.detach().cpu()
         if got.dtype != torch.bool:
-            return f"return a boolean tensor (a float mask would be ADDED to the scores), got dtype {got.dtype}"
+            return _not_boolean_hint(got, want)
         shape = tuple(got.shape)
         if shape == (batch, S):
             return (
@@ -128,6 +113,24 @@ def check_padding_to_attn_mask(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
             )
         return f"right shape, wrong values: for lengths {lengths} key j of sentence b is allowed iff j < lengths[b]"
     return None
+
+
+def _not_boolean_hint(got: torch.Tensor, want: torch.Tensor) -> str:
+    """Why a mask that is not boolean is not the answer, for the boolean mask ``want`` (True = may attend): a 0/1
+    float mask would be added to the scores and block nothing; a 0/-inf one would work when added, but the
+    exercise asks for the boolean one."""
+    same_shape = tuple(got.shape) == tuple(want.shape)
+    if got.is_floating_point() and same_shape and torch.equal(got, want.to(got.dtype)):
+        return ("your mask is a float tensor of 1s and 0s: F.scaled_dot_product_attention ADDS a float mask to the "
+                "scores, so it would block nothing; return a boolean tensor (dtype=torch.bool), True = may attend")
+    if got.is_floating_point() and same_shape and torch.equal(torch.isneginf(got), ~want) and \
+            bool((got[want] == 0).all()):
+        return ("you returned an additive float mask (0 = allowed, -inf = blocked): that works when added to the "
+                "scores, but this exercise asks for the boolean one, True where a query may attend")
+    if same_shape and not got.is_floating_point() and not got.is_complex() and torch.equal(got.long(), want.long()):
+        return (f"your mask holds the right 1s and 0s but as {got.dtype}: return a boolean tensor, e.g. with "
+                "dtype=torch.bool or .bool()")
+    return f"return a boolean tensor (dtype=torch.bool), True where a query may attend; got dtype {got.dtype}"
 
 
 def _masked_attention_cases(g: torch.Generator) -> list[tuple[torch.Tensor, int, int, str]]:
@@ -199,7 +202,7 @@ def check_masked_attention(fn: Callable) -> str | None:
         hint = _pair_hint(got, "output, weights", (want_out.shape, want_w.shape))
         if hint:
             return hint
-        output, weights = (_as_tensor(t) for t in got)
+        output, weights = _tensor_answer(got)
         full = mask.expand(want_w.shape)  # (..., L, S): the mask every score sees
         hint = (_shape_hint("weights", weights, want_w.shape, "(..., L, S)", f"for {what}")
                 or _shape_hint("output", output, want_out.shape, "(..., L, d_v)", f"for {what}")
@@ -208,14 +211,18 @@ def check_masked_attention(fn: Callable) -> str | None:
         if hint:
             return hint
         if bool((~full.any(dim=-1)).any()) and _gradients_are_finite(fn, query, key, value, mask) is False:
-            return (
-                "the outputs are right, but the GRADIENTS are NaN: the softmax of a row of only -inf is NaN, and "
-                "if the -inf entered by addition (scores + a float mask), replacing the NaN afterwards (nan_to_num, "
-                "torch.where on the weights) does not stop it flowing back in training: addition passes the NaN "
-                "gradient on to the scores. Give fully masked rows finite scores BEFORE the softmax (e.g. "
-                "scores.masked_fill(dead, 0.0)), then zero their weights"
-            )
+            return _NAN_GRADIENTS
     return None
+
+
+_NAN_GRADIENTS = (
+    "the outputs are right, but the GRADIENTS are NaN: a row of only -inf has a NaN softmax, whose backward pass is "
+    "NaN even if you replace the weights afterwards (nan_to_num, torch.where). When the -inf entered by addition "
+    "(scores + a 0/-inf mask), the backward of + passes that NaN on to query and key; masked_fill(~mask, "
+    "float('-inf')) or torch.where on the scores gives the masked scores a zero gradient and stops it. Fill the "
+    "scores that way, or give fully masked rows finite scores before the softmax (scores.masked_fill(dead, 0.0)), "
+    "then zero their weights"
+)
 
 
 def _masked_nan_hint(weights: torch.Tensor, output: torch.Tensor, full: torch.Tensor, what: str) -> str | None:
@@ -254,7 +261,7 @@ def _masked_values_hint(weights: torch.Tensor, output: torch.Tensor, inputs: tup
             "your mask is the wrong way round: your weights go to the MASKED keys. True means MAY attend here "
             "(F.scaled_dot_product_attention's convention; nn.MultiheadAttention's is the opposite)"
         )
-    if bool(dead.any()) and _close(w[dead], torch.full_like(w[dead], 1.0 / S), rtol=0.0, atol=1e-4):
+    if bool(dead.any()) and _close(weights[dead], torch.full_like(w[dead], 1.0 / S)):
         return (
             f"a fully masked row got uniform weights 1/S = {1 / S:.3g} instead of zeros: with -1e9 (or "
             "finfo.min) every score of that row is the same number, so softmax spreads evenly over keys it must "

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..maths.attention import split_heads
-from .core import _call_student, _close, _describe_case, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _shape_hint, _tensor_answer, exercise_checker
 
 
 def _split_heads_cases() -> list[tuple[torch.Tensor, int]]:
@@ -30,7 +30,7 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str | 
         expected = split_heads(x, num_heads)  # (batch, heads, seq, head_dim)
         case = f"x of shape {tuple(x.shape)} and num_heads={num_heads}"
         with _describe_case(case):
-            got = _call_student(fn, x.clone(), num_heads)
+            got = _tensor_answer(_call_student(fn, x.clone(), num_heads))
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
         got = got.detach().cpu()
@@ -88,7 +88,7 @@ def check_head_weight(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> s
         rows = slice(head * head_dim, (head + 1) * head_dim)
         expected = weight[rows]  # (head_dim, d_model)
         with _describe_case(f"a ({d_model}, {d_model}) weight, head={head}, num_heads={num_heads}"):
-            got = _call_student(fn, weight.clone(), head, num_heads)
+            got = _tensor_answer(_call_student(fn, weight.clone(), head, num_heads))
         if _close(got, weight[rows].T) and head_dim != d_model:
             return (f"your block is transposed, ({d_model}, {head_dim}) = (d_model, head_dim): the rows of nn.Linear's "
                     f"weight are its outputs, so head {head}'s block is weight[rows], of shape (head_dim, d_model)")

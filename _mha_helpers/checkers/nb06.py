@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from numbers import Integral
 
@@ -12,7 +11,16 @@ import torch
 from ..common import valid_head_counts
 from ..maths.attention import causal_mask
 from ..widgets.head_explorer import attention_entropy, previous_token_share
-from .core import _as_tensor, _call_student, _close, _describe_case, _shape_hint, exercise_checker
+from .core import (
+    _call_student,
+    _close,
+    _describe_case,
+    _shape_hint,
+    _tensor_answer,
+    _values,
+    _watching_calls,
+    exercise_checker,
+)
 
 
 def _is_whole(value: object) -> bool:
@@ -20,34 +28,14 @@ def _is_whole(value: object) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-class _NoValidHeadCounts:
-    """While in place, ``mh.valid_head_counts`` records that it was called (exercise 6.1 asks for the loop itself)."""
-
-    def __enter__(self) -> _NoValidHeadCounts:
-        self.called = False
-        self.module = sys.modules.get("mha_helpers")
-        self.original = getattr(self.module, "valid_head_counts", None)
-        if self.original is not None:
-            def spy(*args, **kwargs):
-                self.called = True
-                return self.original(*args, **kwargs)
-
-            self.module.valid_head_counts = spy
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.original is not None:
-            self.module.valid_head_counts = self.original
-
-
 @exercise_checker("Exercise 6.1: head_dim for every valid head count")
 def check_head_dims(fn: Callable[[int], dict]) -> str | None:
     """Check ``fn(d_model) -> {num_heads: head_dim}`` for every valid head count of ``d_model`` (keys and values
     may be Python or NumPy ints), found without calling ``mh.valid_head_counts``."""
     for d_model in (12, 16, 7, 1, 30):
-        with _describe_case(f"d_model={d_model}"), _NoValidHeadCounts() as spy:
+        with _describe_case(f"d_model={d_model}"), _watching_calls(valid_head_counts) as called:
             got = _call_student(fn, d_model)
-        if spy.called:
+        if called:
             return ("your function calls mh.valid_head_counts: the exercise asks you to find the divisors yourself, "
                     "e.g. with range(1, d_model + 1) and d_model % h == 0")
         want = {h: d_model // h for h in valid_head_counts(d_model)}
@@ -103,7 +91,7 @@ def check_head_entropy(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None
         heads, L, S = weights.shape
         want = attention_entropy(weights)  # (heads,)
         with _describe_case(f"weights of shape {tuple(weights.shape)}"):
-            got = _as_tensor(_call_student(fn, weights.clone()))
+            got = _tensor_answer(_call_student(fn, weights.clone()))
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (heads, L):
             return (f"your result has shape {tuple(got.shape)}: one entropy per query row; average the rows "
                     f"(over dim -1 of your result) to get one number per head, shape ({heads},)")
@@ -131,7 +119,7 @@ def check_head_entropy(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None
         for value, why in wrong:
             if _close(got, value):
                 return why
-        return f"for maps of shape {tuple(weights.shape)} expected {want} (bits per head), got {got}"
+        return f"for maps of shape {tuple(weights.shape)} expected {_values(want)} (bits per head), got {_values(got)}"
     return None
 
 
@@ -146,7 +134,7 @@ def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
         heads, L, _ = weights.shape
         want = previous_token_share(weights)  # (heads,)
         with _describe_case(f"weights of shape {tuple(weights.shape)}"):
-            got = _as_tensor(_call_student(fn, weights.clone()))
+            got = _tensor_answer(_call_student(fn, weights.clone()))
         hint = _shape_hint("your result", got, (heads,), "(heads,)", f"for weights of shape {tuple(weights.shape)}")
         if hint:
             if isinstance(got, torch.Tensor) and tuple(got.shape) in {(heads, L - 1), (heads, L)}:
@@ -169,5 +157,5 @@ def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
                     f"{L - 1} queries 1..{L - 1} only")
         if _close(got, want * (L - 1)):
             return "you summed over the queries; take the mean instead"
-        return f"for maps of shape {tuple(weights.shape)} expected {want}, got {got}"
+        return f"for maps of shape {tuple(weights.shape)} expected {_values(want)}, got {_values(got)}"
     return None

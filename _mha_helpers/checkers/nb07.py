@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..maths.attention import causal_mask, padding_mask
-from .core import _call_student, _close, _describe_case, _random_linear, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _random_linear, _shape_hint, _tensor_answer, exercise_checker
 
 
 def _pre_norm_variants(x, norm, sublayer) -> dict[str, torch.Tensor]:
@@ -52,7 +52,7 @@ def check_pre_norm_sublayer(fn: Callable[..., torch.Tensor]) -> str | None:
             norm.bias.copy_(0.5 * torch.randn(d, generator=g))
             variants = _pre_norm_variants(x, norm, sublayer)
             with _describe_case(f"x of shape {tuple(x.shape)}"):
-                got = _call_student(fn, x.clone(), norm, sublayer)
+                got = _tensor_answer(_call_student(fn, x.clone(), norm, sublayer))
         hint = _shape_hint("your output", got, x.shape, "(batch, L, d_model)")
         if hint:
             return f"{hint}: a residual sub-layer keeps the shape"
@@ -79,7 +79,7 @@ def check_causal_padding_mask(fn: Callable[[Sequence[int], int], torch.Tensor]) 
     for lengths, seq_len in (([4, 2, 3], 4), ([5, 1], 6)):
         expected = _causal_padding_mask(lengths, seq_len)
         with _describe_case(f"lengths={lengths}, seq_len={seq_len}"):
-            got = _call_student(fn, list(lengths), seq_len)
+            got = _tensor_answer(_call_student(fn, list(lengths), seq_len))
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
         got = got.detach().cpu()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..experiments.lookup import IGNORE_INDEX, attention_shares, two_lookup_targets
-from .core import _as_tensor, _call_student, _close, _describe_case, _shape_hint, exercise_checker
+from .core import _call_student, _close, _describe_case, _shape_hint, _tensor_answer, exercise_checker
 
 
 @exercise_checker("Exercise 8.1: the answers of the two-look-up task")
@@ -19,7 +19,7 @@ def check_lookup_targets(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | No
         expected = two_lookup_targets(tokens)
         passed = tokens.clone()
         with _describe_case(f"tokens of shape {tuple(tokens.shape)}"):
-            got = _call_student(fn, passed)
+            got = _tensor_answer(_call_student(fn, passed))
         if not torch.equal(passed, tokens):
             return ("your function changed its input `tokens` in place: build the targets in new tensors "
                     "(torch.full_like, .clone()) and leave tokens alone")
@@ -60,7 +60,7 @@ def check_previous_share(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | No
         weights = torch.softmax(torch.randn(batch, heads, L, L, generator=g) * 2, dim=-1)  # rows sum to 1
         expected = attention_shares(weights)[:, 0]  # (heads,)
         with _describe_case(f"weights of shape {tuple(weights.shape)}"):
-            got = _as_tensor(_call_student(fn, weights.clone()))
+            got = _tensor_answer(_call_student(fn, weights.clone()))
         if isinstance(got, torch.Tensor) and got.numel() == 1 and heads != 1:
             return "you averaged over the heads too: keep one share per head, shape (heads,)"
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, heads):
@@ -111,7 +111,7 @@ def check_switch_off_head(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
         original = merged.clone()
         expected = _switch_off_reference(merged, num_heads, head)
         with _describe_case(f"merged of shape {tuple(merged.shape)}, num_heads={num_heads}, head={head}"):
-            got = _call_student(fn, merged, num_heads, head)
+            got = _tensor_answer(_call_student(fn, merged, num_heads, head))
         if not torch.equal(merged, original):
             return "your function changed its input in place: clone it first (merged.clone()), then zero the slice"
         hint = _shape_hint("your result", got, expected.shape, "(batch, seq, d_model)")

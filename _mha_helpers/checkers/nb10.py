@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..maths.attention import causal_mask
-from .core import _call_student, _matches, _shape_hint, exercise_checker
+from .core import _call_student, _describe_case, _matches, _shape_hint, _tensor_answer, exercise_checker
 
 
 @exercise_checker("Exercise 10.1: the bottom-right causal mask")
@@ -19,7 +19,8 @@ def check_bottom_right_mask(fn: Callable[[int, int], torch.Tensor]) -> str | Non
     inverted polarity, swapped axes and an off-by-one diagonal."""
     for L, S in ((3, 7), (1, 5), (4, 4), (2, 9), (5, 6)):
         expected = causal_mask(L, S, align="bottom_right")
-        got = _call_student(fn, L, S)
+        with _describe_case(f"L={L}, S={S}"):
+            got = _tensor_answer(_call_student(fn, L, S))
         if not isinstance(got, torch.Tensor):
             return f"return a torch.Tensor, got {type(got).__name__}"
         if got.dtype != torch.bool:
@@ -36,7 +37,7 @@ def check_bottom_right_mask(fn: Callable[[int, int], torch.Tensor]) -> str | Non
             return "the polarity is inverted: here True means MAY attend (F.scaled_dot_product_attention's convention)"
         if torch.equal(got, causal_mask(L, S, align="top_left")):
             return (f"that is the top-left mask (is_causal=True), for L={L}, S={S}: query 0 there sees only key 0, but "
-                    f"it is the token at position S - L = {S - L}; shift the diagonal by S - L (.tril(diagonal=S - L))")
+                    f"it is the token at position S - L = {S - L}, so it may see every key up to its own position")
         for shift in (-1, 1):
             if torch.equal(got, torch.ones(L, S, dtype=torch.bool).tril(diagonal=S - L + shift)):
                 return (f"off by one (L={L}, S={S}): query i is at position i + S - L and sees its own key, so "
@@ -60,8 +61,9 @@ def check_cached_attention(fn: Callable[..., torch.Tensor]) -> str | None:
         full = F.scaled_dot_product_attention(q_all, k_all, v_all, is_causal=True)  # (batch, heads, S, hd)
         expected = full[:, :, S - T:]  # the last T rows: the new tokens
         q_new = q_all[:, :, S - T:].clone()
-        got = _call_student(fn, q_new, k_all.clone(), v_all.clone())
         what = f"T={T} new tokens over S={S} keys"
+        with _describe_case(what):
+            got = _tensor_answer(_call_student(fn, q_new, k_all.clone(), v_all.clone()))
         hint = _shape_hint("your output", got, expected.shape)
         if hint:
             return f"{hint} = (batch, heads, T, head_dim) for {what}"
@@ -72,6 +74,10 @@ def check_cached_attention(fn: Callable[..., torch.Tensor]) -> str | None:
                     f"key 0. Pass attn_mask=mh.causal_mask(T, S, align='bottom_right') instead")
         if _matches(got, F.scaled_dot_product_attention(q_new, k_all, v_all)):
             return f"no mask: for {what} the earlier new tokens see the later ones (the future); mask it"
+        inverted = ~causal_mask(T, S, align="bottom_right")  # nn.MultiheadAttention's polarity: True = blocked
+        if _matches(got, F.scaled_dot_product_attention(q_new, k_all, v_all, attn_mask=inverted)):
+            return ("your mask is inverted: F.scaled_dot_product_attention's boolean mask is True where a query MAY "
+                    "attend (nn.MultiheadAttention's attn_mask is True where it may NOT)")
         if _matches(got, F.scaled_dot_product_attention(q_new, k_all, v_all, scale=1.0,
                                                          attn_mask=causal_mask(T, S, align="bottom_right"))):
             return "the scores are not scaled: divide by √head_dim (F.scaled_dot_product_attention does by default)"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from ..experiments.induction import repeated_sequences, scores_from_maps
-from .core import _call_student, _matches, _shape_hint, exercise_checker
+from .core import _as_int, _call_student, _describe_case, _matches, _shape_hint, _tensor_answer, exercise_checker
 
 
 def _cases(seed: int):
@@ -26,7 +26,8 @@ def check_previous_token_score(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
     over the batch and the queries ``i = 1 .. L-1``."""
     for weights, tokens in _cases(1201):
         expected = scores_from_maps(weights[:, None], tokens, "previous")[0]  # (1, heads) -> (heads,)
-        got = _call_student(fn, weights.clone())
+        with _describe_case(f"weights of shape {tuple(weights.shape)}"):
+            got = _tensor_answer(_call_student(fn, weights.clone()))
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (weights.shape[0],) != tuple(expected.shape):
             return "your result has one number per sequence (batch,): average over the batch too, keep the heads"
         hint = _shape_hint("your result", got, expected.shape)
@@ -43,18 +44,33 @@ def check_previous_token_score(fn: Callable[[torch.Tensor], torch.Tensor]) -> st
     return None
 
 
+def _induction_per_sequence(weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The induction score averaged per sequence first (over its queries that have a target), then over the
+    sequences that have any: ``(batch, heads, L, L), (batch, L) -> (heads,)``."""
+    L = tokens.shape[1]
+    prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], dim=1)  # (batch, L): token before key j
+    target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(L, L, dtype=torch.bool).tril()  # (batch, L, L)
+    has = target.any(-1)  # (batch, L): queries with something to find
+    share = (weights * target[:, None]).sum(-1)  # (batch, heads, L)
+    count = has.sum(-1)  # (batch,)
+    per_sequence = (share * has[:, None]).sum(-1) / count.clamp_min(1)[:, None]  # (batch, heads)
+    return per_sequence[count > 0].mean(dim=0)  # (heads,)
+
+
 @exercise_checker("Exercise 12.2: the induction score")
 def check_induction_score(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str | None:
     """Check ``fn(weights (batch, heads, L, L), tokens (batch, L)) -> (heads,)`` against :func:`induction_scores`'
     definition: for each query whose token appeared before, the total weight on the keys ``j <= i`` with
-    ``tokens[j - 1] == tokens[i]``, averaged over those queries and the batch."""
+    ``tokens[j - 1] == tokens[i]``, averaged over those queries and the batch. Both readings of that average pass:
+    pooled over all such queries of the batch (:func:`induction_scores`), or per sequence, then over the batch."""
     for weights, tokens in _cases(1202):
         expected = scores_from_maps(weights[:, None], tokens, "induction")[0]  # (heads,)
-        got = _call_student(fn, weights.clone(), tokens.clone())
+        with _describe_case(f"weights of shape {tuple(weights.shape)} and tokens of shape {tuple(tokens.shape)}"):
+            got = _tensor_answer(_call_student(fn, weights.clone(), tokens.clone()))
         hint = _shape_hint("your result", got, expected.shape)
         if hint:
             return f"{hint} = (heads,): one score per head"
-        if _matches(got, expected):
+        if _matches(got, expected) or _matches(got, _induction_per_sequence(weights, tokens)):
             continue
         L = tokens.shape[1]
         same = (tokens[:, :, None] == tokens[:, None, :]) & torch.ones(L, L, dtype=torch.bool).tril(-1)  # j < i
@@ -84,11 +100,11 @@ def check_head_to_switch_off(fn: Callable[[torch.Tensor], int]) -> str | None:
         best = int(torch.randint(0, heads, (1,), generator=g))
         scores[0, best] = 0.9  # one clear previous-token head in layer 0
         scores[1, (best + 1) % heads] = 0.95  # a decoy: a higher score in layer 1
-        got = _call_student(fn, scores.clone())
-        if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
-            got = int(got)
-        if isinstance(got, bool) or not isinstance(got, int):
-            return f"return one head number (an int, e.g. int(scores[0].argmax())), got {type(got).__name__}"
+        with _describe_case(f"scores of shape {tuple(scores.shape)}"):
+            raw = _call_student(fn, scores.clone())
+        got = _as_int(raw)
+        if got is None:
+            return f"return one head number (an int, e.g. int(scores[0].argmax())), got {type(raw).__name__}"
         if got == best:
             continue
         if got == int(scores.argmax()) % heads and got != best:

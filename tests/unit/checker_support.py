@@ -1,4 +1,8 @@
-"""What every checker test needs: the untouched exercise stub, and ways to run a checker and read what it printed."""
+"""What every checker test needs: the untouched exercise stub, and ways to run a checker and read what it printed.
+
+Every answer run through :func:`run` (and so through :func:`assert_passes` and :func:`assert_hint`) is also held to
+the contract's first rule: the checker prints exactly one line, whatever the answer.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,21 @@ def stub(*args):
 
 
 def run(checker, fn, capsys) -> tuple[bool, str]:
-    """Run ``checker(fn)``; return whether it passed and the line it printed."""
+    """Run ``checker(fn)``; return whether it passed and the line it printed (asserting it is exactly one line)."""
     passed = checker(fn)
-    return bool(passed), capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.endswith("\n"), f"not one line: {out!r}"
+    return bool(passed), out
 
 
 def assert_passes(checker, fn, capsys) -> None:
     """``fn`` is a right answer: the checker prints one ✅ line and returns a truthy result."""
     passed, out = run(checker, fn, capsys)
-    assert passed and out.startswith("✅") and out.count("\n") == 1, out
+    assert passed and out.startswith("✅"), out
 
 
 def assert_hint(checker, fn, hint: str, capsys) -> None:
     """``fn`` is a wrong answer: the checker prints one ❌ line containing ``hint`` (never blames itself)."""
     passed, out = run(checker, fn, capsys)
-    assert not passed and out.startswith("❌") and out.count("\n") == 1, out
+    assert not passed and out.startswith("❌"), out
     assert hint in out, out

@@ -40,8 +40,13 @@ def softmax_numpy(scores):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("fn", [softmax_ok, softmax_logsumexp, softmax_amax_float64, softmax_numpy],
-                         ids=["max", "logsumexp", "amax-float64", "numpy"])
+@pytest.mark.parametrize(
+    "fn",
+    [softmax_ok, softmax_logsumexp, softmax_amax_float64, softmax_numpy, lambda s: softmax_ok(s).half(),
+     lambda s: softmax_ok(s.half()), lambda s: softmax_ok(s.bfloat16()), lambda s: softmax_ok(s).bfloat16()],
+    ids=["max", "logsumexp", "amax-float64", "numpy", "result-float16", "computed-in-float16",
+         "computed-in-bfloat16", "result-bfloat16"],
+)
 def test_softmax_accepts_right_answers(fn, capsys):
     assert_passes(mh.check_softmax, fn, capsys)
 
@@ -109,11 +114,31 @@ def softmax_whole_tensor(scores):
         (lambda s: torch.nn.Softmax(dim=-1)(s), "F.softmax"),
         (lambda s: torch.log_softmax(s, -1).exp(), "torch.log_softmax"),
         (lambda s: torch.special.softmax(s, -1), "torch.special.softmax"),
+        (lambda s: torch._softmax(s, -1, False), "calls torch._softmax"),
+        (lambda s: torch.ops.aten._softmax(s, -1, False), "calls torch.ops.aten._softmax"),
+        (lambda s: F.softmin(-s, -1), "calls F.softmin"),
+        (lambda s: torch.exp(s.clamp(max=80)) / torch.exp(s.clamp(max=80)).sum(-1, keepdim=True),
+         "clamped before exp"),
+        (lambda s: torch.exp(s.clamp(-80, 80)) / torch.exp(s.clamp(-80, 80)).sum(-1, keepdim=True),
+         "clamped before exp"),
         (lambda s: softmax_ok(s).tolist(), "should be a torch.Tensor"),
     ],
 )
 def test_softmax_checker_names_the_mistake(wrong, hint, capsys):
     assert_hint(mh.check_softmax, wrong, hint, capsys)
+
+
+def test_the_softmax_spy_patches_nothing(capsys):
+    """The spy is a TorchFunctionMode: inside the student's call every softmax is still torch's own object."""
+    originals = (torch.softmax, F.softmax, torch.Tensor.softmax, torch.special.softmax, torch._softmax)
+    seen = []
+
+    def looks(scores):
+        seen.append((torch.softmax, F.softmax, torch.Tensor.softmax, torch.special.softmax, torch._softmax))
+        return softmax_ok(scores)
+
+    assert_passes(mh.check_softmax, looks, capsys)
+    assert seen and all(entry == originals for entry in seen)
 
 
 def test_the_softmax_spy_puts_everything_back(capsys):

@@ -4,6 +4,7 @@ for NaN gradients."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from checker_support import assert_hint, assert_passes
@@ -20,8 +21,9 @@ def causal_ok(seq_len):
 @pytest.mark.parametrize(
     "fn",
     [causal_ok, mh.causal_mask, lambda n: torch.arange(n)[None, :] <= torch.arange(n)[:, None],
-     lambda n: ~torch.ones(n, n, dtype=torch.bool).triu(1), lambda n: torch.tril(torch.ones(n, n)).bool()],
-    ids=["tril", "reference", "arange", "not-triu", "float-then-bool"],
+     lambda n: ~torch.ones(n, n, dtype=torch.bool).triu(1), lambda n: torch.tril(torch.ones(n, n)).bool(),
+     lambda n: causal_ok(n).numpy(), lambda n: np.tril(np.ones((n, n), dtype=bool))],
+    ids=["tril", "reference", "arange", "not-triu", "float-then-bool", "numpy", "numpy-tril"],
 )
 def test_causal_mask_accepts_right_answers(fn, capsys):
     assert_passes(mh.check_causal_mask, fn, capsys)
@@ -40,8 +42,6 @@ def test_causal_mask_accepts_right_answers(fn, capsys):
         (lambda n: torch.ones(n, n, dtype=torch.bool).tril(1), "one diagonal too many"),
         (lambda n: torch.ones(n, n, dtype=torch.bool).tril(2), "differs from the causal mask"),
         (lambda n: causal_ok(n)[None], "drop the extra leading dim"),
-        (lambda n: causal_ok(n).numpy(), "your mask should be a torch.Tensor of shape (5, 5) = (seq_len, seq_len) "
-                                        "for seq_len=5, got a NumPy array"),
         (lambda n: causal_ok(n).tolist(), "should be a torch.Tensor of shape (5, 5)"),
         (lambda n: torch.ones(n / 1, n), "a size or an index is a float"),
     ],
@@ -60,8 +60,8 @@ def padding_to_attn_ok(key_padding_mask):
 @pytest.mark.parametrize(
     "fn",
     [padding_to_attn_ok, lambda m: (~m).unsqueeze(1), lambda m: m.logical_not().unsqueeze(-2),
-     lambda m: (m == 0)[:, None]],
-    ids=["solution", "unsqueeze", "logical_not", "compare"],
+     lambda m: (m == 0)[:, None], lambda m: (~m[:, None, :]).numpy()],
+    ids=["solution", "unsqueeze", "logical_not", "compare", "numpy"],
 )
 def test_padding_accepts_right_answers(fn, capsys):
     assert_passes(mh.check_padding_to_attn_mask, fn, capsys)
@@ -77,7 +77,6 @@ def test_padding_accepts_right_answers(fn, capsys):
         (lambda kpm: ~kpm[:, None, None, :], "for 4-D (batch, heads, L, S) scores"),
         (lambda kpm: (~kpm[:, None, :]).expand(-1, kpm.shape[1], -1), "assumes as many queries as keys"),
         (lambda kpm: ~kpm[None], "expected (3, 1, 5) = (batch, 1, S)"),
-        (lambda kpm: (~kpm[:, None, :]).numpy(), "return a torch.Tensor"),
     ],
 )
 def test_padding_checker_names_the_mistake(wrong, hint, capsys):
@@ -196,3 +195,50 @@ def test_no_hint_suggests_math_sqrt(capsys):
     """Notebook 03 never imports math: its hints must not tell students to call math.sqrt."""
     mh.check_masked_attention(masked_unscaled)
     assert "math.sqrt" not in capsys.readouterr().out
+
+
+# ---- the review's answers (3.2's additive mask, 3.3's two NaN repairs, half precision) -----------------------------
+
+
+def test_padding_tells_an_additive_mask_from_a_zero_one_mask(capsys):
+    additive = lambda m: torch.zeros(m.shape).masked_fill(m, float("-inf"))[:, None, :]  # noqa: E731
+    assert_hint(mh.check_padding_to_attn_mask, additive, "additive float mask (0 = allowed, -inf = blocked): that "
+                "works when added to the scores, but this exercise asks for the boolean one", capsys)
+    zero_one = lambda m: (~m[:, None, :]).float()  # noqa: E731
+    assert_hint(mh.check_padding_to_attn_mask, zero_one, "so it would block nothing", capsys)
+
+
+def _scores(query, key):
+    return query @ key.transpose(-2, -1) / query.shape[-1] ** 0.5
+
+
+def masked_where_then_repaired(query, key, value, mask):  # -inf by torch.where: the backward zeroes those scores
+    weights = torch.softmax(torch.where(mask, _scores(query, key), float("-inf")), dim=-1)
+    weights = torch.where(weights.isnan(), 0.0, weights)
+    return weights @ value, weights
+
+
+def masked_fill_then_repaired(query, key, value, mask):
+    weights = torch.nan_to_num(torch.softmax(_scores(query, key).masked_fill(~mask, float("-inf")), -1), nan=0.0)
+    return weights @ value, weights
+
+
+def added_then_repaired(query, key, value, mask):  # -inf by addition: the NaN gradient flows into query and key
+    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(_scores(query, key) + additive, -1), nan=0.0)
+    return weights @ value, weights
+
+
+def masked_attention_half(query, key, value, mask):
+    output, weights = masked_attention_ok(query.half(), key.half(), value.half(), mask)
+    return output, weights
+
+
+@pytest.mark.parametrize("fn", [masked_where_then_repaired, masked_fill_then_repaired, masked_attention_half],
+                         ids=["where-then-repaired", "masked_fill-then-nan_to_num", "float16"])
+def test_masked_attention_accepts_repairs_whose_gradients_are_finite(fn, capsys):
+    assert_passes(mh.check_masked_attention, fn, capsys)
+
+
+def test_masked_attention_says_why_addition_lets_the_nan_gradient_through(capsys):
+    assert_hint(mh.check_masked_attention, added_then_repaired, "When the -inf entered by addition", capsys)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from checker_support import assert_hint, run
+from checker_support import assert_hint, assert_passes, run
 
 import mha_helpers as mh
 from _mha_helpers.checkers.nb05 import _mha_forward_variant
@@ -126,7 +126,7 @@ def test_the_checkers_reference_is_the_module():
     "fn, hint",
     [
         (mistake(use_W_o=False), "apply the output projection W_o"),
-        (mistake(scale=1.0), "scale is missing"),
+        (mistake(scale_by="none"), "scale is missing"),
         (mistake(softmax_dim=-2), "softmax over the wrong axis"),
         (mistake(scrambled_split=True), "tokens scrambled in the split"),
         (mistake(scrambled_merge=True), "tokens scrambled in the merge"),
@@ -142,8 +142,7 @@ def test_mha_forward_checker_names_the_mistake(fn, hint, capsys):
 
 def test_mha_forward_checker_spots_the_d_model_scale(capsys):
     def scaled_by_d_model(x, W_q, W_k, W_v, W_o, num_heads):
-        scale = 1.0 / math.sqrt(x.shape[-1])
-        return _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, scale=scale)
+        return _mha_forward_variant(x, W_q, W_k, W_v, W_o, num_heads, scale_by="d_model")
 
     ok, out = run(mh.check_mha_forward, scaled_by_d_model, capsys)
     assert not ok and "√d_model" in out, out
@@ -210,3 +209,55 @@ def test_head_influence_without_and_with_W_o():
     assert torch.equal(alone > 0, torch.nn.functional.one_hot(owner, 4).bool())
     mixed = mh.head_influence(heads, torch.nn.Linear(8, 8))
     assert bool((mixed > 0).all())
+
+
+# ---- the review's slips in 5.2, written as a student would: each gets the hint that names its step ---------------
+
+
+def student_mha(*, values="W_v", divide_by=lambda head_dim: math.sqrt(head_dim), softmax_dim=-1, causal=False,
+                keys_first=False):
+    """A hand-written forward with one slip (independent of the checker's own variants)."""
+
+    def forward(x, W_q, W_k, W_v, W_o, num_heads):
+        batch, seq, d_model = x.shape
+        head_dim = d_model // num_heads
+        value_of = {"W_v": W_v, "W_k": W_k, "x": lambda t: t}[values]
+        q, k, v = (t.view(batch, seq, num_heads, head_dim).transpose(1, 2) for t in (W_q(x), W_k(x), value_of(x)))
+        scores = (k @ q.transpose(-2, -1) if keys_first else q @ k.transpose(-2, -1)) / divide_by(head_dim)
+        if causal:
+            scores = scores.masked_fill(~torch.ones(seq, seq, dtype=torch.bool).tril(), float("-inf"))
+        heads = torch.softmax(scores, dim=softmax_dim) @ v  # (batch, heads, seq, head_dim)
+        return W_o(heads.transpose(1, 2).reshape(batch, seq, d_model))
+
+    return forward
+
+
+@pytest.mark.parametrize(
+    "fn, hint",
+    [
+        (student_mha(values="W_k"), "your values come from W_k"),
+        (student_mha(values="x"), "you used x itself as the values"),
+        (student_mha(softmax_dim=1), "softmax over the heads (dim=1)"),
+        (student_mha(divide_by=lambda head_dim: head_dim), "you divided the scores by head_dim"),
+        (student_mha(causal=True), "you applied a causal mask"),
+        (student_mha(keys_first=True), "your scores are K Qᵀ"),
+        (student_mha(divide_by=lambda head_dim: 1.0), "the 1/√head_dim scale is missing"),
+    ],
+    ids=["V-from-W_k", "V-is-x", "softmax-over-heads", "divided-by-head_dim", "causal-mask", "K-Q", "no-scale"],
+)
+def test_mha_forward_names_the_step_of_each_slip(fn, hint, capsys):
+    assert_hint(mh.check_mha_forward, fn, hint, capsys)
+
+
+def test_mha_forward_accepts_half_precision_and_numpy(capsys):
+    assert_passes(mh.check_mha_forward, lambda *args: student_mha()(*args).half(), capsys)
+    assert_passes(mh.check_mha_forward, lambda *args: student_mha()(*args).detach().numpy(), capsys)
+
+
+def test_mha_forward_fallback_no_longer_points_at_shapes(capsys):
+    def off_by_a_little(*args):
+        return student_mha()(*args) + 0.01
+
+    passed, out = run(mh.check_mha_forward, off_by_a_little, capsys)
+    assert not passed and "right shape, wrong values" in out and "shape against" not in out, out
+    assert "softmax over the last dim" in out, out

@@ -86,12 +86,12 @@ def test_online_softmax_accepts_right_answers(fn, capsys):
     [
         (_online_softmax_no_max, "running max"),
         (_online_softmax_no_rescale, "exp(old_max - new_max)"),
-        (_online_softmax_global_max, "of the whole vector"),
+        (_online_softmax_global_max, "reads the whole vector at once: it takes the max of"),
         (_online_softmax_starts_at_zero, "does your running max start at 0?"),
         (_online_softmax_per_block, "one per block"),
         (lambda x, b: torch.softmax(x, dim=0), "calls torch.softmax"),
         (lambda x, b: x.softmax(0), "calls .softmax"),
-        (lambda x, b: torch.exp(x - torch.logsumexp(x, 0)), "logsumexp of the whole vector"),
+        (lambda x, b: torch.exp(x - torch.logsumexp(x, 0)), "takes the logsumexp of"),
     ],
 )
 def test_online_softmax_names_the_mistake(fn, hint, capsys):
@@ -138,3 +138,106 @@ def test_kv_cache_bytes_accepts_right_answers(fn, capsys):
 )
 def test_kv_cache_bytes_names_the_mistake(fn, hint, capsys):
     assert_hint(mh.check_kv_cache_bytes, fn, hint, capsys)
+
+
+# ---- 9.1: a maximum read in advance is caught however it is spelled (the review's three, and more) ---------------
+
+
+def _whole(m_of):
+    """The review's answers: the whole vector's max, taken some way, then a plain softmax."""
+
+    def fn(x, block_size):
+        m = m_of(x)
+        e = torch.exp(x - m)
+        return e / e.sum()
+
+    return fn
+
+
+def _blocks_with_max_read_in_advance(x, block_size):  # blockwise, but m comes from Python before any block is read
+    m = max(x.tolist())
+    total = sum(torch.exp(x[s:s + block_size] - m).sum() for s in range(0, len(x), block_size))
+    return torch.exp(x - m) / total
+
+
+def _per_block_statistics(x, block_size):  # one (max, sum) per block, combined at the end: never the whole vector
+    maxima, sums = [], []
+    for block in x.split(block_size):
+        maxima.append(block.max())
+        sums.append(torch.exp(block - maxima[-1]).sum())
+    maxima, sums = torch.stack(maxima), torch.stack(sums)
+    m = maxima.max()
+    return torch.exp(x - m) / (sums * torch.exp(maxima - m)).sum()
+
+
+def _second_pass_over_the_blocks(x, block_size):  # the output block by block, after a first pass has read them all
+    m, total = torch.tensor(float("-inf")), torch.tensor(0.0)
+    for block in x.split(block_size):
+        new_m = torch.maximum(m, block.max())
+        total = total * torch.exp(m - new_m) + torch.exp(block - new_m).sum()
+        m = new_m
+    return torch.cat([torch.exp(block - m) for block in x.split(block_size)]) / total
+
+
+def _python_loop(x, block_size):  # value by value in Python floats (iterating a tensor gives its 0-d slices)
+    m, total = float("-inf"), 0.0
+    for value in x:
+        new_m = max(m, float(value))
+        total = total * math.exp(m - new_m) + math.exp(float(value - new_m))
+        m = new_m
+    return torch.exp(x - m) / total
+
+
+@pytest.mark.parametrize(
+    "fn, hint",
+    [
+        (_whole(lambda x: max(x.tolist())), "takes the sum of 6 values at once"),
+        (_whole(lambda x: float(np.max(x.numpy()))), "takes the sum of 6 values at once"),
+        (_whole(lambda x: sorted(x.tolist())[-1]), "takes the sum of 6 values at once"),
+        (_blocks_with_max_read_in_advance, "a maximum taken before the blocks were read"),
+        (_whole(lambda x: torch.tensor(x.tolist()).max()), "takes the max of 6 values at once"),
+    ],
+    ids=["python-max", "numpy-max", "sorted", "blocks-after-python-max", "copy-then-max"],
+)
+def test_online_softmax_catches_a_maximum_read_in_advance(fn, hint, capsys):
+    assert_hint(mh.check_online_softmax, fn, hint, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_per_block_statistics, _python_loop, _second_pass_over_the_blocks,
+     lambda x, b: _online_softmax_reference(x, b).half(), lambda x, b: _online_softmax_reference(x, b).numpy()],
+    ids=["per-block-statistics", "python-loop", "second-pass", "float16", "numpy"],
+)
+def test_online_softmax_accepts_other_block_by_block_answers(fn, capsys):
+    assert_passes(mh.check_online_softmax, fn, capsys)
+
+
+def test_online_softmax_patches_nothing(capsys):
+    import torch.nn.functional as F
+
+    seen = []
+
+    def looks(x, block_size):
+        seen.append(torch.softmax is ORIGINAL_SOFTMAX[0] and F.softmax is ORIGINAL_SOFTMAX[1])
+        return _online_softmax_reference(x, block_size)
+
+    assert_passes(mh.check_online_softmax, looks, capsys)
+    assert seen and all(seen)
+
+
+def _original_softmaxes():
+    import torch.nn.functional as F
+
+    return torch.softmax, F.softmax
+
+
+ORIGINAL_SOFTMAX = _original_softmaxes()
+
+
+# ---- 9.2: NumPy and 0-d answers (the same policy as 11.4 and 12.3) --------------------------------------------------
+
+
+def test_kv_cache_bytes_accepts_a_numpy_product_of_numpy_ints(capsys):
+    assert_passes(mh.check_kv_cache_bytes, lambda L, h, kv, d, s, b, bpv: np.int64(2) * L * kv * d * s * b * bpv,
+                  capsys)
