@@ -111,6 +111,10 @@ def measure(path: Path) -> tuple[int | None, Part, Part]:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     paths = [Path(a) for a in argv if a != "--check"] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"usage: python tests/notebook_minutes.py [--check] [NOTEBOOK ...]; no such notebook: {', '.join(missing)}")
+        return 2
     print(f"{'notebook':<40} {'stated':>6} {'core':>6} {'optional':>8}   core: prose words, code cells, "
           "output words, exercises")
     over = []

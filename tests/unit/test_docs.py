@@ -45,6 +45,17 @@ def test_curriculum_tables_list_every_notebook_with_its_own_minutes(name):
         assert quoted == minutes[number], f"{name}: notebook {number} is quoted as {quoted} min, it says {minutes[number]}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_each_notebooks_core_path_fits_its_stated_minutes(path):
+    """The "Time" line of a notebook covers its core path, by the one measure of tests/notebook_minutes.py."""
+    from notebook_minutes import measure
+
+    stated, core, optional = measure(path)
+    assert stated is not None, f"{path.name}: no '**Time:** about N minutes' line in the title cell"
+    assert core.minutes <= stated, (f"{path.name}: its core path takes {core.minutes:.1f} min by the measure, it says "
+                                    f"{stated}; shorten it or mark a deep dive 'Going deeper' (optional {optional.minutes:.1f})")
+
+
 def _plan(heading: str) -> list[tuple[int, str]]:
     text = (ROOT / "TEACHING.md").read_text(encoding="utf-8")
     section = text.split(heading, 1)[1].split("\n#", 1)[0]
