@@ -37,6 +37,8 @@ from _mha_helpers.widgets.states import Control, Picture, States, every_combinat
 
 #: The most values one piece of a widget may take: each is a figure (~10-30 kB as WebP) the page downloads.
 MAX_STATES = 200
+#: How many combinations that a copy does not need (their pieces are stored) :func:`pack` views anyway, to check.
+SPOT_CHECKS = 8
 #: The most combinations of control values a widget may offer (the page lists them when some are unreachable).
 MAX_COMBINATIONS = 10_000
 
@@ -196,7 +198,8 @@ def pack(states: States, compress: bool = True) -> StaticWidget:
     """Every state a widget described (its ``states()``): for each reachable combination, what its ``view`` shows.
 
     The view is called for the combinations that show a piece not stored yet (all of them, unless the widget says
-    that some pieces depend on fewer controls), and each piece is stored once per value of its own controls.
+    that some pieces depend on fewer controls), and each piece is stored once per value of its own controls; a few
+    other combinations are viewed to check that no piece depends on more than the widget said.
     Figures are stored as lossless WebP (:func:`lossless_webp`), or as the widget's own PNG with ``compress=False``.
     The widget is restored as it was found, also when a view fails.
     """
@@ -210,16 +213,27 @@ def pack(states: States, compress: bool = True) -> StaticWidget:
                           rows=[list(row) for row in states.rows], parts=parts, note=states.note,
                           css_class=states.css_class, values={name: [{} for _ in p] for name, p in parts.items()})
     controls = {name: [widget._controls(deps) for deps in p] for name, p in parts.items()}
+
+    def show(values: dict) -> None:
+        keys = {(name, i): state_key(values, cs) for name, p in controls.items() for i, cs in enumerate(p)}
+        shown = states.view(dict(values))
+        widget.views += 1
+        for name, kind in widget.slots:
+            for i, piece in enumerate(_piece(kind, shown[name], len(parts[name]), name)):
+                _store(widget, compress, name, i, keys[name, i], piece, values)
+
+    skipped = []
     try:
         for values in states.combinations:
             keys = {(name, i): state_key(values, cs) for name, p in controls.items() for i, cs in enumerate(p)}
             if all(key in widget.values[name][i] for (name, i), key in keys.items()):
-                continue
-            shown = states.view(dict(values))
-            widget.views += 1
-            for name, kind in widget.slots:
-                for i, piece in enumerate(_piece(kind, shown[name], len(parts[name]), name)):
-                    _store(widget, compress, name, i, keys[name, i], piece, values)
+                skipped.append(values)  # every piece already stored
+            else:
+                show(values)
+        # A widget that says a piece depends on fewer controls than it does would be copied wrong: view a few of
+        # the skipped combinations anyway (evenly spread), and check that every piece is the one stored.
+        for values in skipped[::max(1, len(skipped) // SPOT_CHECKS)][:SPOT_CHECKS]:
+            show(values)
     finally:
         states.restore()
     heavy = {name: max(len(v) for v in p) for name, p in widget.values.items()}

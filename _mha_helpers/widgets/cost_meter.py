@@ -94,7 +94,7 @@ def _row_html(row: dict, largest_cache: int) -> str:
             f"<td style='{_NUMBER}'>{html.escape(row['formula'])} = {row['bytes/token']:g}</td>"
             f"<td style='{_NUMBER}'>{row['measured bytes/token']:g}</td>"
             f"<td style='{_NUMBER}'>{row['cache bytes']:,}</td>"
-            f"<td style='{_CELL};width:140px'>{bar}</td></tr>")
+            f"<td style='{_CELL};width:140px;text-align:left'>{bar}</td></tr>")
 
 
 class VariantCostMeter(LiveWidget):
