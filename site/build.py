@@ -395,18 +395,28 @@ def export_page(nb, resources: dict, exporter) -> str:
     return accessible_page(add_github_anchors(body))
 
 
+def _breakable(match: re.Match) -> str:
+    """A table cell's plain text with a line-break opportunity after each ``/`` and ``_`` of a long token
+    (``labmlai/annotated_deep_learning_paper_implementations#146``): a table fits a laptop's width instead of
+    being as wide as its longest name."""
+    text = re.sub(r"\S{24,}", lambda m: re.sub(r"([/_])", r"\1<wbr>", m.group(0)), match.group(2))
+    return match.group(1) + text
+
+
 def accessible_page(page: str) -> str:
     """What the page needs for a keyboard and a screen reader, beyond nbconvert's output:
 
     * an empty header cell (the corner of a pandas table, of the audit's tables) becomes a plain cell: a header that
       names nothing is read out as the header of nothing;
-    * every table sits in a box that scrolls sideways when it is wider than the page (site.css), not the page;
+    * every table sits in a box that scrolls sideways when it is wider than the page (site.css), not the page, and
+      a long name in a cell may break after a ``/`` or ``_``;
     * nbconvert makes every cell's input and every output a Tab stop (two per cell: 04 had 100 before its slider);
       the site's script (site.js) makes only a box that scrolls a Tab stop, so that the arrow keys can scroll it.
     """
     pieces = re.split(r"(<script\b.*?</script>)", page, flags=re.S)  # (a widget's JSON spec is left as it is)
     for i in range(0, len(pieces), 2):
         piece = re.sub(r"<th\b([^>]*)>(\s|&nbsp;)*</th>", r"<td\1></td>", pieces[i])
+        piece = re.sub(r"(<td\b[^>]*>)([^<]*)(?=</td>)", _breakable, piece)
         piece = re.sub(r"<table\b", "<div class=\"mha-table-scroll\"><table", piece)
         pieces[i] = piece.replace("</table>", "</table></div>")
     return re.sub(r"(<div class=\"(?:jp-Cell-inputWrapper|jp-OutputArea-output[^\"]*)\"[^>]*?) tabindex=\"0\"", r"\1",
