@@ -201,8 +201,12 @@ class VariantCostMeter(LiveWidget):
 
     def _gqa_alt(self) -> str:
         kv, group = self.kv_slider.value, self.num_heads // self.kv_slider.value
-        reads = "; ".join(f"query heads {g * group}\u2013{(g + 1) * group - 1} read K/V head {g}" if group > 1
-                          else f"query head {g} reads K/V head {g}" for g in range(kv))
+        if group == 1:
+            reads = "each query head reads its own K/V head (plain multi-head attention)"
+        elif kv == 1:
+            reads = "every query head reads the one K/V head (multi-query attention)"
+        else:
+            reads = "; ".join(f"query heads {g * group}\u2013{(g + 1) * group - 1} read K/V head {g}" for g in range(kv))
         return (f"Grid of {self.num_heads} query heads (rows) by {kv} K/V head{'s' if kv > 1 else ''} (columns), "
                 f"filled where a query head reads a K/V head: {reads}.")
 

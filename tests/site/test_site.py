@@ -273,6 +273,16 @@ def test_a_figure_is_described_from_the_code_that_drew_it():
         "The figure the text before it introduces: The grid of every pair:"]
 
 
+def test_a_saved_control_is_its_value_and_a_visible_note_never_a_dead_control():
+    saved = _site_module("saved_widgets")
+    models = {"s": {"model_name": "IntSliderModel", "state": {"description": "step", "value": 30, "min": 0}},
+              "c": {"model_name": "CheckboxModel", "state": {"description": "causal", "value": True}}}
+    for model_id, value in (("s", "30"), ("c", "on")):
+        markup = saved.render_saved_widget(model_id, models)
+        assert "disabled" not in markup and "<input" not in markup and f": {value} <em>(" in markup
+        assert "JupyterLab" in markup  # said on the page, not in a hover tooltip
+
+
 def _build_module():
     import importlib.util
 
