@@ -390,6 +390,20 @@ class LinkMap:
             f"<h1>{html.escape(rel)}/</h1><ul>{''.join(items)}</ul></body></html>")
 
 
+def page_nav(i: int, notebooks: list[Path], titles: dict[str, str], built_from: str) -> dict:
+    """What the template's navigation shows for notebook ``i``: its number among the series' numbers ("notebook 12
+    of 00–13", not its position, which is one more), previous and next."""
+    path = notebooks[i]
+    return {
+        "root": "../", "notebook": path.name,
+        "position": f"notebook {path.name[:2]} of {notebooks[0].name[:2]}\u2013{notebooks[-1].name[:2]}",
+        "prev": {"href": f"{notebooks[i - 1].stem}.html", "title": titles[notebooks[i - 1].name]} if i else None,
+        "next": ({"href": f"{notebooks[i + 1].stem}.html", "title": titles[notebooks[i + 1].name]}
+                 if i + 1 < len(notebooks) else None),
+        "description": titles[path.name], "built_from": built_from,
+    }
+
+
 def export_page(nb, resources: dict, exporter) -> str:
     body, _ = exporter.from_notebook_node(nb, resources={"mha": resources})
     return accessible_page(add_github_anchors(body))
@@ -480,15 +494,7 @@ def build(out: Path, use_cache: bool = True) -> dict:
         log(f"{path.name}")
         copy, kernel_free[path.name] = site_copy(nb, out / "notebooks", path.stem, use_cache)
         copy.metadata["title"] = f"{titles[path.name]} · Multi-Head Attention, step by step"
-        nav = {
-            "root": "../", "notebook": path.name,
-            "position": f"notebook {path.name[:2]} of {notebooks[0].name[:2]}\u2013{notebooks[-1].name[:2]}",
-            "prev": {"href": f"{notebooks[i - 1].stem}.html", "title": titles[notebooks[i - 1].name]} if i else None,
-            "next": ({"href": f"{notebooks[i + 1].stem}.html", "title": titles[notebooks[i + 1].name]}
-                     if i + 1 < len(notebooks) else None),
-            "description": titles[path.name], "built_from": built_from,
-        }
-        page = links.rewrite(export_page(copy, nav, exporter), "notebooks")
+        page = links.rewrite(export_page(copy, page_nav(i, notebooks, titles, built_from), exporter), "notebooks")
         target = out / "notebooks" / f"{path.stem}.html"
         target.write_text(page)
         shutil.copy2(path, out / "notebooks" / path.name)  # the download: the stored notebook, as committed
