@@ -21,6 +21,7 @@ Needs npm once, for MathJax: the build runs ``npm ci`` on ``site/package.json``/
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import html
 import json
@@ -40,7 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE_SRC = ROOT / "site"
 sys.path.insert(0, str(ROOT))  # the map and its package, also when the editable install is missing
 
-from widget_export import WIDGET_VIEW, export_static_widget  # noqa: E402 - it imports mha_helpers, the map
+import figure_text  # noqa: E402
+from widget_export import WIDGET_VIEW, export_static_widget, widget_context  # noqa: E402 - it imports the map
+
+import mha_helpers as mh  # noqa: E402
 
 DEFAULT_OUT = ROOT / "build" / "site"
 DEPS = ROOT / "build" / "site-deps"
@@ -50,6 +54,11 @@ SERIES_GLOB = "[0-9][0-9]_*.ipynb"
 GUIDES = {"README.md": "readme.html", "TEACHING.md": "teaching.html"}
 #: What the site copies from MathJax 3 (its SVG output needs no font files) and the TeX extensions it may autoload.
 MATHJAX_FILES = ["es5/tex-svg.js", "es5/input/tex/extensions", "LICENSE"]
+#: The tag of a cell that copies the widget above it for readers without a kernel (GitHub, nbviewer, print): the
+#: site leaves it out when that widget is kernel-free on the page, so nothing appears twice.
+STATIC_TWIN_TAG = "static-twin"
+#: The text nbconvert gives an image without one; no figure of the site may keep it.
+PLACEHOLDER_ALT = "No description has been provided for this image"
 #: Attributes that make the browser fetch something; none may point to another origin.
 FETCHING = re.compile(r"<(script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?\b(src|href|data|srcset)="
                       r"[\"']([^\"']*)[\"']", re.I)
@@ -103,7 +112,7 @@ def copy_assets(out: Path, mathjax: Path) -> None:
         else:
             shutil.copy2(src, dest)
     (assets / "lab.css").write_text(lab_css())
-    for name in ("site.css", "static_widgets.js"):
+    for name in ("site.css", "static_widgets.js", "site.js", "favicon.svg"):
         shutil.copy2(SITE_SRC / "static" / name, assets / name)
     shutil.copytree(ROOT / "images", out / "images")
 
@@ -157,7 +166,7 @@ def index_markdown(readme: str, titles: dict[str, str]) -> str:
     return "\n\n".join([
         f"# {title}", opening,
         "**Read it here, no install needed:** every notebook is a page of this site, with its stored outputs, "
-        "figures and diagrams, and its head-count sliders work in the browser (their states were drawn when the "
+        "figures and diagrams, and its sliders and widgets work in the browser (their states were drawn when the "
         "site was built). To change code and run cells, run the series on your machine (below).",
         "## The curriculum", "\n".join(table), after_table,
         "## Run it on your machine", quick,
@@ -175,29 +184,33 @@ def _code_fingerprint() -> str:
     import torch
 
     digest = hashlib.sha256(f"{torch.__version__} {matplotlib.__version__} {PIL.__version__}".encode())
-    for path in [*sorted((ROOT / "_mha_helpers").rglob("*.py")), SITE_SRC / "widget_export.py"]:
+    for path in [*sorted((ROOT / "_mha_helpers").rglob("*.py")), SITE_SRC / "widget_export.py",
+                 SITE_SRC / "figure_text.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def cached_export(source: str, output: dict, use_cache: bool):
-    """:func:`export_static_widget`, remembered in build/site-cache/ (the key covers the helper and export code)."""
+def cached_export(source: str, output: dict, earlier: list[str], use_cache: bool):
+    """:func:`export_static_widget`, remembered in build/site-cache/ (the key covers the cell, the earlier cells'
+    statements it takes names from, the helper code and the export code)."""
     plain = output.get("data", {}).get("text/plain", "")
-    key = hashlib.sha256(f"{_code_fingerprint()}\0{source}\0{''.join(plain)}".encode()).hexdigest()[:24]
+    context = widget_context(source, earlier)
+    key = hashlib.sha256(f"{_code_fingerprint()}\0{source}\0{context}\0{''.join(plain)}".encode()).hexdigest()[:24]
     path = CACHE / f"{key}.pickle"
     if use_cache and path.exists():
         return pickle.loads(path.read_bytes())
     start = time.perf_counter()
-    widget = export_static_widget(source, output)
+    widget = export_static_widget(source, output, earlier)
     if widget is not None:
-        log(f"  {widget.kind}: {len(widget.states)} states drawn in {time.perf_counter() - start:.1f} s")
+        log(f"  {widget.kind}: {widget.state_count} pieces from {widget.views} views, drawn in "
+            f"{time.perf_counter() - start:.1f} s")
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(widget))
     return widget
 
 
 def widget_html(widget, page_dir: Path, stem: str, number: int) -> str:
-    """The markup of one kernel-free widget: its spec as JSON and, for a reader without scripts, its first figure."""
+    """The markup of one kernel-free widget: its spec as JSON and, for a reader without scripts, its first state."""
     folder = page_dir / "widgets" / stem
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -208,30 +221,67 @@ def widget_html(widget, page_dir: Path, stem: str, number: int) -> str:
         return f"widgets/{stem}/{name}"
 
     spec = widget.spec(image_url)
-    first = spec["states"][spec["initial"]]
-    image = next((first[s["name"]] for s in spec["slots"] if s["type"] == "image"), None)
+    first = widget.shown({c.name: c.value for c in widget.controls})
+    fallback = "".join(
+        f"<img src='{image_url(first[n].data)}' alt='{html.escape(first[n].alt, quote=True)}'>" if kind == "image"
+        else f"<div>{first[n]}</div>" for n, kind in widget.slots if kind != "status")
     data = json.dumps(spec, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
-    fallback = f"<img src='{image}' alt='the widget at its starting state'>" if image else ""
     return (f"<div class='mha-static-widget {widget.css_class}' data-kind='{widget.kind}' id='mha-widget-{number}'>"
             f"<script type='application/json' class='mha-static-widget-spec'>{data}</script>"
             f"<div class='mha-sw-fallback'>{fallback}</div></div>")
 
 
+def figure_alts(cell, outputs: list[dict], earlier: list[str], context: str, helpers: dict) -> list[str]:
+    """One text alternative per figure of a cell: the cell's own ``alt`` metadata (a string, or a list with one per
+    figure) if its author wrote one, else described from the code that drew it (``site/figure_text.py``)."""
+    given = cell.metadata.get("alt")
+    if isinstance(given, str):
+        given = [given]
+    if isinstance(given, list) and len(given) == len(outputs) and all(isinstance(g, str) and g for g in given):
+        return given
+    return figure_text.describe_figures(cell.source, len(outputs), helpers, earlier, context)
+
+
+def save_figures(cell, page_dir: Path, stem: str, earlier: list[str], context: str, helpers: dict) -> None:
+    """Write each PNG of ``cell`` as a file beside the page (a reader can open it full size, and the page is a
+    third lighter than with base64), and give it its text alternative (``metadata.mha_alt``)."""
+    outputs = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    if not outputs:
+        return
+    alts = figure_alts(cell, outputs, earlier, context, helpers)
+    folder = page_dir / "figures" / stem
+    folder.mkdir(parents=True, exist_ok=True)
+    for output, alt in zip(outputs, alts, strict=True):
+        data = base64.b64decode(output["data"]["image/png"])
+        name = f"{hashlib.sha256(data).hexdigest()[:16]}.png"
+        (folder / name).write_bytes(data)
+        output.setdefault("metadata", {})
+        output["metadata"]["filenames"] = {"image/png": f"figures/{stem}/{name}"}
+        output["metadata"]["mha_alt"] = alt or PLACEHOLDER_ALT  # (the site's tests refuse the placeholder)
+
+
 def site_copy(nb, page_dir: Path, stem: str, use_cache: bool) -> tuple[object, int]:
     """The notebook as the site shows it: widget views replaced by kernel-free copies or their saved views, the
-    saved widget state dropped (the stored notebook itself is not touched). Returns it and the kernel-free count."""
+    static twin of a kernel-free widget left out, figures saved as files with their text alternatives, the saved
+    widget state dropped (the stored notebook itself is not touched). Returns it and the kernel-free count."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy
     models = saved_states(nb)
     nb.metadata.pop("widgets", None)
-    kernel_free = 0
+    kernel_free, last_widget_free, earlier, context, kept = 0, False, [], "", []
+    helpers = figure_text.helper_descriptions(mh)
     for cell in nb.cells:
+        if STATIC_TWIN_TAG in cell.metadata.get("tags", []) and last_widget_free:
+            continue  # the widget above is alive on the page: its static copy would show the same twice
+        kept.append(cell)
         if cell.cell_type != "code":
+            context = cell.source
             continue
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if WIDGET_VIEW not in data:
                 continue
-            widget = cached_export(cell.source, output, use_cache)
+            widget = cached_export(cell.source, output, earlier, use_cache)
+            last_widget_free = widget is not None
             if widget is not None:
                 kernel_free += 1
                 markup = widget_html(widget, page_dir, stem, kernel_free)
@@ -239,6 +289,9 @@ def site_copy(nb, page_dir: Path, stem: str, use_cache: bool) -> tuple[object, i
                 markup = render_saved_widget(data[WIDGET_VIEW].get("model_id", ""), models)
             plain = data.get("text/plain", "")
             output["data"] = {"text/html": markup} if markup else {"text/plain": plain}
+        save_figures(cell, page_dir, stem, earlier, context, helpers)
+        earlier.append(cell.source)
+    nb.cells = kept
     return nb, kernel_free
 
 
@@ -290,7 +343,7 @@ class LinkMap:
         return re.sub(r"<a\b[^>]*?\bhref=\"([^\"]*)\"[^>]*>", link, page)
 
     def target(self, path: str, source_dir: str) -> str:
-        if not path:
+        if not path or (self.out / source_dir / path).is_file():  # (a figure the build itself wrote)
             return path
         repo = (Path(source_dir) / path).as_posix()
         resolved = (ROOT / repo).resolve()
@@ -337,9 +390,51 @@ class LinkMap:
             f"<h1>{html.escape(rel)}/</h1><ul>{''.join(items)}</ul></body></html>")
 
 
+def page_nav(i: int, notebooks: list[Path], titles: dict[str, str], built_from: str) -> dict:
+    """What the template's navigation shows for notebook ``i``: its number among the series' numbers ("notebook 12
+    of 00–13", not its position, which is one more), previous and next."""
+    path = notebooks[i]
+    return {
+        "root": "../", "notebook": path.name,
+        "position": f"notebook {path.name[:2]} of {notebooks[0].name[:2]}\u2013{notebooks[-1].name[:2]}",
+        "prev": {"href": f"{notebooks[i - 1].stem}.html", "title": titles[notebooks[i - 1].name]} if i else None,
+        "next": ({"href": f"{notebooks[i + 1].stem}.html", "title": titles[notebooks[i + 1].name]}
+                 if i + 1 < len(notebooks) else None),
+        "description": titles[path.name], "built_from": built_from,
+    }
+
+
 def export_page(nb, resources: dict, exporter) -> str:
     body, _ = exporter.from_notebook_node(nb, resources={"mha": resources})
-    return add_github_anchors(body)
+    return accessible_page(add_github_anchors(body))
+
+
+def _breakable(match: re.Match) -> str:
+    """A table cell's plain text with a line-break opportunity after each ``/`` and ``_`` of a long token
+    (``labmlai/annotated_deep_learning_paper_implementations#146``): a table fits a laptop's width instead of
+    being as wide as its longest name."""
+    text = re.sub(r"\S{24,}", lambda m: re.sub(r"([/_])", r"\1<wbr>", m.group(0)), match.group(2))
+    return match.group(1) + text
+
+
+def accessible_page(page: str) -> str:
+    """What the page needs for a keyboard and a screen reader, beyond nbconvert's output:
+
+    * an empty header cell (the corner of a pandas table, of the audit's tables) becomes a plain cell: a header that
+      names nothing is read out as the header of nothing;
+    * every table sits in a box that scrolls sideways when it is wider than the page (site.css), not the page, and
+      a long name in a cell may break after a ``/`` or ``_``;
+    * nbconvert makes every cell's input and every output a Tab stop (two per cell: 04 had 100 before its slider);
+      the site's script (site.js) makes only a box that scrolls a Tab stop, so that the arrow keys can scroll it.
+    """
+    pieces = re.split(r"(<script\b.*?</script>)", page, flags=re.S)  # (a widget's JSON spec is left as it is)
+    for i in range(0, len(pieces), 2):
+        piece = re.sub(r"<th\b([^>]*)>(\s|&nbsp;)*</th>", r"<td\1></td>", pieces[i])
+        piece = re.sub(r"(<td\b[^>]*>)([^<]*)(?=</td>)", _breakable, piece)
+        piece = re.sub(r"<table\b", "<div class=\"mha-table-scroll\"><table", piece)
+        pieces[i] = piece.replace("</table>", "</table></div>")
+    return re.sub(r"(<div class=\"(?:jp-Cell-inputWrapper|jp-OutputArea-output[^\"]*)\"[^>]*?) tabindex=\"0\"", r"\1",
+                  "".join(pieces))
 
 
 def markdown_notebook(text: str, title: str):
@@ -360,14 +455,14 @@ def check_offline(out: Path) -> list[str]:
 
 
 def size_report(out: Path, pages: list[Path]) -> tuple[int, list[tuple[int, str]]]:
-    """Total bytes, and each page's own weight: its HTML plus the figures of its kernel-free widgets."""
+    """Total bytes, and each page's own weight: its HTML, its figures and those of its kernel-free widgets."""
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     weights = []
     for page in pages:
         own = page.stat().st_size
-        widgets = page.parent / "widgets" / page.stem
-        if widgets.is_dir():
-            own += sum(p.stat().st_size for p in widgets.iterdir())
+        for folder in (page.parent / "widgets" / page.stem, page.parent / "figures" / page.stem):
+            if folder.is_dir():
+                own += sum(p.stat().st_size for p in folder.iterdir())
         weights.append((own, page.relative_to(out).as_posix()))
     return total, sorted(weights, reverse=True)
 
@@ -399,14 +494,7 @@ def build(out: Path, use_cache: bool = True) -> dict:
         log(f"{path.name}")
         copy, kernel_free[path.name] = site_copy(nb, out / "notebooks", path.stem, use_cache)
         copy.metadata["title"] = f"{titles[path.name]} · Multi-Head Attention, step by step"
-        nav = {
-            "root": "../", "notebook": path.name, "position": f"notebook {i + 1} of {len(notebooks)}",
-            "prev": {"href": f"{notebooks[i - 1].stem}.html", "title": titles[notebooks[i - 1].name]} if i else None,
-            "next": ({"href": f"{notebooks[i + 1].stem}.html", "title": titles[notebooks[i + 1].name]}
-                     if i + 1 < len(notebooks) else None),
-            "description": titles[path.name], "built_from": built_from,
-        }
-        page = links.rewrite(export_page(copy, nav, exporter), "notebooks")
+        page = links.rewrite(export_page(copy, page_nav(i, notebooks, titles, built_from), exporter), "notebooks")
         target = out / "notebooks" / f"{path.stem}.html"
         target.write_text(page)
         shutil.copy2(path, out / "notebooks" / path.name)  # the download: the stored notebook, as committed
@@ -437,7 +525,7 @@ def build(out: Path, use_cache: bool = True) -> dict:
         f"in {seconds:.1f} s; kernel-free widgets: "
         + ", ".join(f"{k[:2]}: {v}" for k, v in kernel_free.items() if v))
     log(f"site {total / 1e6:.1f} MB in all; largest page {weights[0][1]} {weights[0][0] / 1e6:.2f} MB "
-        f"(HTML + its widget figures); MathJax, shared by every page, "
+        f"(HTML + its figures); MathJax, shared by every page, "
         f"{sum(p.stat().st_size for p in (out / 'assets' / 'mathjax').rglob('*') if p.is_file()) / 1e6:.1f} MB")
     log(f"open {out / 'index.html'} or serve the folder: python -m http.server -d {out}")
     return {"seconds": seconds, "total_bytes": total, "pages": weights, "kernel_free": kernel_free}

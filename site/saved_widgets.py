@@ -3,7 +3,9 @@
 A notebook executed with nbconvert stores every widget's last state in ``metadata.widgets``. Jupyter's own
 widget manager for static pages would need about a megabyte of scripts to show it, and still could not recompute
 anything; the few widget types this series displays are simple enough to draw here, as what they showed when the
-notebook was executed. Controls (sliders, check boxes) are drawn disabled, with a title saying they need a kernel.
+notebook was executed. A control (a slider, a check box) is drawn as its saved value with a visible note that it moves
+in JupyterLab: never as a control that does nothing (a disabled control is unreachable with Tab, and its reason a
+hover tooltip that touch and keyboard readers never see).
 A type not known here returns None: the page then shows the output's text.
 """
 
@@ -13,7 +15,7 @@ import base64
 import html
 
 STATE_MIME = "application/vnd.jupyter.widget-state+json"
-NEEDS_KERNEL = "needs a running kernel: open the notebook in JupyterLab"
+NEEDS_KERNEL = "moves when the notebook runs in JupyterLab (Run it locally, above)"
 
 
 def saved_states(nb) -> dict[str, dict]:
@@ -28,6 +30,11 @@ def _model(models: dict, ref: str) -> dict | None:
 def _description(state: dict) -> str:
     text = state.get("description") or ""
     return f"<span class='mha-saved-description'>{html.escape(text)}</span> " if text else ""
+
+
+def _saved_control(state: dict, value: str) -> str:
+    label = html.escape(state.get("description") or "setting")
+    return (f"<div class='mha-saved-control'><b>{label}</b>: {value} <em>({NEEDS_KERNEL})</em></div>")
 
 
 def render_saved_widget(model_id: str, models: dict) -> str | None:
@@ -55,24 +62,18 @@ def render_saved_widget(model_id: str, models: dict) -> str | None:
         if name == "SelectionSliderModel":
             labels = state.get("_options_labels", [])
             index = state.get("index", 0)
-            lo, hi, value, readout = 0, max(len(labels) - 1, 0), index, labels[index] if labels else ""
+            readout = labels[index] if labels else ""
         else:
-            lo, hi, value = state.get("min", 0), state.get("max", 100), state.get("value", 0)
-            readout = value
-        return (f"<div class='mha-saved-slider' title='{NEEDS_KERNEL}'>{_description(state)}"
-                f"<input type='range' disabled min='{lo}' max='{hi}' value='{value}' "
-                f"aria-label='{html.escape(state.get('description') or 'slider')}'> "
-                f"<span>{html.escape(str(readout))}</span></div>")
+            readout = state.get("value", 0)
+        return _saved_control(state, f"{html.escape(str(readout))}")
     if name == "CheckboxModel":
-        checked = " checked" if state.get("value") else ""
-        return (f"<label class='mha-saved-checkbox' title='{NEEDS_KERNEL}'><input type='checkbox' disabled{checked}>"
-                f" {html.escape(state.get('description', ''))}</label>")
+        return _saved_control(state, "on" if state.get("value") else "off")
     if name == "ImageModel":
         for buffer in model.get("buffers", []):
             if buffer.get("path") == ["value"] and buffer.get("encoding") == "base64":
                 fmt = html.escape(state.get("format", "png"))
                 data = base64.b64decode(buffer["data"])  # validate before embedding
                 encoded = base64.b64encode(data).decode()
-                return f"<img class='mha-saved-image' alt='saved widget figure' src='data:image/{fmt};base64,{encoded}'>"
+                return f"<img class='mha-saved-image' alt='the widget figure as saved when the notebook ran' src='data:image/{fmt};base64,{encoded}'>"
         return None
     return None

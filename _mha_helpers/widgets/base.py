@@ -21,6 +21,14 @@ def error_html(exc: BaseException, doing: str = "redraw") -> str:
     return f"<b style='color:#b00'>could not {doing}: {type(exc).__name__}: {exc}</b>"
 
 
+def text_colour_on(background: str) -> str:
+    """Black or white, whichever reads better on ``background`` (``"#rrggbb"``): the higher WCAG contrast ratio."""
+    channels = [int(background.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "#000" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "#fff"
+
+
 def html_output(css_class: str) -> ipywidgets.HTML:
     """An empty HTML read-out carrying ``css_class`` (the browser tests find it by that class)."""
     out = ipywidgets.HTML()

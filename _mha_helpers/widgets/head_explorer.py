@@ -27,9 +27,9 @@ from ..validation import (
     check_seed,
     sized_by,
 )
-from .base import LiveWidget, html_output, image_output, vbox
+from .base import LiveWidget, html_output, image_output, text_colour_on, vbox
 from .head_maps import _HeadFigure, attention_entropy, previous_token_share
-from .states import Control, States
+from .states import Control, Picture, States
 
 #: The longest sentence the explorer draws; longer ones are cut (the maps would be unreadable).
 EXPLORER_MAX_TOKENS = 12
@@ -150,15 +150,15 @@ def _weights_table_html(weights: torch.Tensor, tokens: Sequence[str], caption: s
     colours = colormaps["viridis"](w.clamp(0, 1).numpy())  # (L, L, 4) RGBA
     words = [html.escape(t) for t in tokens]
     cell = "padding:2px 5px;text-align:center;font:12px monospace"
-    header = "".join(f"<th style='{cell}'>{t}</th>" for t in words)
-    rows = [f"<tr><th></th>{header}</tr>"]
+    header = "".join(f"<th scope='col' style='{cell}'>{t}</th>" for t in words)
+    rows = [f"<tr><td></td>{header}</tr>"]
     for i, word in enumerate(words):
         tds = "".join(
-            f"<td style='{cell};background:{to_hex(colours[i, j])};color:{'black' if w[i, j] > 0.6 else 'white'}'>"
+            f"<td style='{cell};background:{to_hex(colours[i, j])};color:{text_colour_on(to_hex(colours[i, j]))}'>"
             f"{float(w[i, j]):.2f}</td>"
             for j in range(w.shape[1])
         )
-        rows.append(f"<tr><th style='{cell};text-align:right'>{word}</th>{tds}</tr>")
+        rows.append(f"<tr><th scope='row' style='{cell};text-align:right'>{word}</th>{tds}</tr>")
     return (f"<div style='font-size:12px'><b>{caption}</b><br>rows: query · columns: key"
             f"<table style='border-collapse:collapse;margin-top:4px'>{''.join(rows)}</table></div>")
 
@@ -305,6 +305,35 @@ class HeadExplorer(LiveWidget):
         text += f"<br><b style='color:#b35900'>⚠ {html.escape(self.note)}</b>" if self.note else ""  # a cut sentence
         return text
 
+    # ---- in words (a figure's text alternative, what a screen reader announces) ---------------------------
+
+    def describe(self) -> str:
+        """What the figure shows now, in words: the maps, each head's focus and previous-token share, the mask."""
+        h = self.head_slider.value
+        entropy = attention_entropy(self.weights)  # (num_heads,)
+        prev = previous_token_share(self.weights) if len(self.tokens) > 1 else torch.zeros(h)  # (num_heads,)
+        heads = "; ".join(f"head {i} {float(entropy[i]):.2f} bits, prev {float(prev[i]):.2f}" for i in range(h))
+        words = " ".join(self.tokens)
+        text = (f"{'One attention map' if h == 1 else f'{h} attention maps, one per head,'} of d_model {self.d_model} "
+                f"cut into {h} head{'s' if h > 1 else ''} of head_dim {self.d_model // h}, on \u201c{words}\u201d "
+                f"(rows: the query word, columns: the key word, bright = more weight). Per head: {heads}.")
+        if not self.compact:
+            enlarge = min(self.enlarge.value, h - 1)
+            text += (f" Also drawn: head {enlarge} enlarged with its weights written in, and the map averaged over "
+                     f"the heads. Causal mask {'on' if self.causal.value else 'off'}.")
+        return text
+
+    def status_line(self) -> str:
+        """One line a screen reader announces after a move: what the widget now shows."""
+        h = self.head_slider.value
+        entropy = attention_entropy(self.weights)  # (num_heads,)
+        text = (f"{h} head{'s' if h > 1 else ''} of head_dim {self.d_model // h}; most focused: head "
+                f"{int(entropy.argmin())} ({float(entropy.min()):.2f} bits)")
+        if not self.compact:
+            text += (f"; head {min(self.enlarge.value, h - 1)} enlarged; causal mask "
+                     f"{'on' if self.causal.value else 'off'}")
+        return text + "."
+
     # ---- every state, for a copy without a kernel (states.py) -------------------------------------------
 
     def states(self, max_states: int | None = None) -> States:
@@ -318,7 +347,7 @@ class HeadExplorer(LiveWidget):
         start = (self.head_slider.value, self.enlarge.value, self.causal.value)
         heads = list(self.head_slider.options)
         controls = [Control("heads", "heads", "slider", heads, start[0])]
-        slots = [("readout", "html"), ("figure", "image")]
+        slots = [("readout", "html"), ("figure", "image"), ("status", "status")]
         if self.compact:
             rows = [["heads"], ["readout"], ["figure"]]
             combinations = [{"heads": h} for h in heads]
@@ -341,7 +370,8 @@ class HeadExplorer(LiveWidget):
                 self.enlarge.value = values.get("enlarge", 0)
             if "could not redraw" in self.readout.value:
                 raise RuntimeError(f"the explorer failed at {values}: {self.readout.value}")
-            shown = {"readout": self.readout.value, "figure": bytes(self.image.value)}
+            shown = {"readout": self.readout.value, "figure": Picture(bytes(self.image.value), self.describe()),
+                     "status": self.status_line()}
             if not self.compact:
                 shown["table"] = self.table.value
             return shown

@@ -147,14 +147,14 @@ class MaskEditor(LiveWidget):
         for i in range(self.L):
             row = []
             for j in range(self.S):
-                b = widgets.ToggleButton(value=bool(self._mask[i, j]), layout=widgets.Layout(width="34px", height="28px"),
-                                         tooltip=f"query {i} -> key {j}")
+                b = widgets.ToggleButton(value=bool(self._mask[i, j]), layout=widgets.Layout(width="34px", height="28px"))
                 b.add_class("mha-mask-cell")
                 b.add_class(f"mha-cell-{i}-{j}")
                 b.observe(self._on_cell(i, j), names="value")
                 row.append(b)
             self._cells.append(row)
-        header = widgets.HTML("<div style='font-size:85%'>rows: queries i · columns: keys j · green = may attend</div>")
+        header = widgets.HTML("<div style='font-size:85%'>rows: queries i · columns: keys j · "
+                              "✓ green = may attend, ✗ grey = blocked</div>")
         grid = widgets.GridBox([b for row in self._cells for b in row],
                                layout=widgets.Layout(grid_template_columns=f"repeat({self.S}, 36px)", grid_gap="2px"))
         self._readout = html_output("mha-mask-readout")
@@ -185,9 +185,18 @@ class MaskEditor(LiveWidget):
         self._syncing = True
         try:
             self._cells[i][j].value = bool(self._mask[i, j])
-            self._cells[i][j].button_style = "success" if self._mask[i, j] else ""
+            self._show_cell(i, j)
         finally:
             self._syncing = False
+
+    def _show_cell(self, i: int, j: int) -> None:
+        """A cell's state by more than its colour: ✓ or ✗ written in it, and said in its tooltip (its accessible
+        description: ipywidgets' toggle button has no aria-pressed)."""
+        allowed = bool(self._mask[i, j])
+        cell = self._cells[i][j]
+        cell.button_style = "success" if allowed else ""
+        cell.description = "✓" if allowed else "✗"
+        cell.tooltip = f"query {i} -> key {j}: {'may attend' if allowed else 'blocked'} (click to switch)"
 
     def _refresh(self, cells: bool) -> None:
         if self._widget is None:
@@ -199,7 +208,7 @@ class MaskEditor(LiveWidget):
         else:
             for i in range(self.L):
                 for j in range(self.S):
-                    self._cells[i][j].button_style = "success" if self._mask[i, j] else ""
+                    self._show_cell(i, j)
         self._readout.value = self._readout_html()
         self._weights_html.value = self._weights_table_html()
         self._forms_html.value = self._forms_table_html()
@@ -250,7 +259,8 @@ class MaskEditor(LiveWidget):
         def view(values: dict) -> dict:
             _apply_preset(self, values["mask"])
             return {"readout": self._readout_html(), "grid": _mask_grid_html(self),
-                    "weights": self._weights_table_html(), "forms": self._forms_table_html()}
+                    "weights": self._weights_table_html(), "forms": self._forms_table_html(),
+                    "status": f"Mask {values['mask']}: {self.summary()}."}
 
         def restore() -> None:
             self._mask, self.align = start_mask.clone(), start_align
@@ -258,7 +268,7 @@ class MaskEditor(LiveWidget):
 
         return States(
             "mask_editor", controls, slots=[("readout", "html"), ("grid", "html"), ("weights", "html"),
-                                            ("forms", "html")],
+                                            ("forms", "html"), ("status", "status")],
             rows=[["mask"], ["readout"], ["grid", "weights"], ["forms"]], combinations=every_combination(controls),
             view=view, restore=restore, css_class="mha-mask-editor",
             note="Clicking single cells needs a kernel (run the notebook in JupyterLab); here, pick one of these masks.",
@@ -333,9 +343,12 @@ def _apply_preset(editor: MaskEditor, preset: str) -> None:
 
 
 def _mask_grid_html(editor: MaskEditor) -> str:
-    rows = "".join("<tr>" + "".join(
-        f"<td style='width:30px;height:24px;border:1px solid #fff;text-align:center;"
-        f"background:{'#2a9d8f' if allowed else '#e9ecef'};color:#fff'>{'✓' if allowed else ''}</td>"
-        for allowed in row) + "</tr>" for row in editor._mask.tolist())
-    return ("<div style='font-size:85%'>rows: queries i · columns: keys j · green = may attend</div>"
-            f"<table style='border-collapse:collapse'>{rows}</table>")
+    """The mask as a table a screen reader can walk: headers name each query and key, each cell says ✓ or ✗."""
+    cell = "width:30px;height:24px;border:1px solid #fff;text-align:center"
+    head = "".join(f"<th scope='col' style='font-weight:normal;padding:0 2px'>k{j}</th>" for j in range(editor.S))
+    rows = "".join(f"<tr><th scope='row' style='font-weight:normal;padding:0 4px'>q{i}</th>" + "".join(
+        f"<td style='{cell};background:{'#1d6f65' if allowed else '#e9ecef'};color:{'#fff' if allowed else '#333'}'"
+        f" title='query {i} -> key {j}: {'may attend' if allowed else 'blocked'}'>{'✓' if allowed else '✗'}</td>"
+        for j, allowed in enumerate(row)) + "</tr>" for i, row in enumerate(editor._mask.tolist()))
+    return ("<div style='font-size:85%'>rows: queries i · columns: keys j · ✓ green = may attend, ✗ grey = blocked"
+            f"</div><table style='border-collapse:collapse'><tr><td></td>{head}</tr>{rows}</table>")

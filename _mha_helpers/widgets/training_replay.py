@@ -1,11 +1,13 @@
 """Notebook 12's training replay: a slider over the snapshots an :class:`InductionHistory` recorded while the model
-trained (``experiments/induction.py``), showing every head's map on the example sequence at that step.
+trained (``experiments/induction.py``), showing every head's map on the example sequence at that step. Its
+``states()`` (one per stored snapshot) lets the static site replay training without a kernel.
 """
 
 from __future__ import annotations
 
 from ..experiments.induction import InductionHistory, draw_map, induction_letters
 from .base import LiveWidget, figure_png, html_output, image_output, vbox
+from .states import Control, Picture, States
 
 
 def _snapshot_figure(history: InductionHistory, index: int, fig=None):
@@ -66,3 +68,52 @@ class TrainingReplay(LiveWidget):
 
     def __repr__(self) -> str:
         return f"TrainingReplay({len(self.history.steps)} snapshots, steps 0..{self.history.steps[-1]})"
+
+    # ---- in words ----------------------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """What the figure shows now, in words: the step, its loss and each head's two scores."""
+        h = self.history
+        k = h.steps.index(self.slider.value)
+        n_layers, n_heads = h.maps.shape[1:3]
+        letters = " ".join(induction_letters(h.example))
+        last = n_layers - 1
+        prev = ", ".join(f"H{i} {float(v):.2f}" for i, v in enumerate(h.previous_token[k, 0]))
+        ind = ", ".join(f"H{i} {float(v):.2f}" for i, v in enumerate(h.induction[k, last]))
+        return (f"Attention maps of all {n_layers * n_heads} heads ({n_layers} layers of {n_heads}, as rows) on the "
+                f"example sequence {letters} at training step {h.steps[k]}, loss on repeated tokens "
+                f"{h.repeated_loss[k]:.2f} (rows: query token, columns: key token, bright = more weight). "
+                f"Previous-token scores in layer 0: {prev}. Induction scores in layer {last}: {ind}.")
+
+    def status_line(self) -> str:
+        """One line a screen reader announces after a move."""
+        h = self.history
+        k = h.steps.index(self.slider.value)
+        prev, ind = h.previous_token[k, 0], h.induction[k, -1]
+        return (f"Step {h.steps[k]}: loss on repeated tokens {h.repeated_loss[k]:.2f}; best previous-token score "
+                f"{float(prev.max()):.2f} (head {int(prev.argmax())}), best induction score {float(ind.max()):.2f} "
+                f"(head {int(ind.argmax())}).")
+
+    # ---- every state, for a copy without a kernel (states.py) ---------------------------------------------------
+
+    def states(self, max_states: int | None = None) -> States:
+        """One state per stored snapshot, drawn by this replay (see ``widgets/states.py``): the read-out, the maps
+        (with a text alternative) and a status line. ``max_states``: more snapshots than that are refused."""
+        steps = list(self.history.steps)
+        if max_states is not None and len(steps) > max_states:
+            raise ValueError(f"the replay has {len(steps)} snapshots, more than max_states={max_states}: record "
+                             "fewer (train_induction_model's snapshot_every)")
+        start = self.slider.value
+
+        def view(values: dict) -> dict:
+            self.slider.value = values["step"]
+            return {"readout": self.readout.value, "figure": Picture(bytes(self.image.value), self.describe()),
+                    "status": self.status_line()}
+
+        def restore() -> None:
+            self.slider.value = start
+
+        controls = [Control("step", "step", "slider", steps, start)]
+        return States("training_replay", controls, [("readout", "html"), ("figure", "image"), ("status", "status")],
+                      rows=[["step"], ["readout"], ["figure"]], combinations=[{"step": s} for s in steps],
+                      view=view, restore=restore, css_class="mha-training-replay")

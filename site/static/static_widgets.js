@@ -2,12 +2,15 @@
    the live widget), so moving a control only swaps saved outputs. No kernel, no request to another origin.
 
    Each <div class="mha-static-widget"> holds a <script type="application/json"> spec:
-     controls: [{name, label, kind: "slider"|"select"|"checkbox", options, value, keys}]
-     slots:    [{name, type: "html"|"image"}]          rows: [[control or slot names], ...]
-     states:   {"heads=4|enlarge=0|causal=false": {slot name: HTML or image URL}}   initial: the first key
-   A key joins "name=" + keys[i] of each control, in order; a combination the live widget cannot reach has no state.
-   After each update the widget's dataset says what it shows: data-state (the key) and data-updated (a time stamp);
-   data-preloaded counts the figures it fetches once it is near the screen, data-decoded those ready to show. */
+     controls:  [{name, label, kind: "slider"|"select"|"checkbox", options, value, keys}]
+     slots:     [{name, type: "html"|"image"|"status", parts: [[control names], ...]}]
+     rows:      [[control or slot names], ...]   (the status is not drawn: a screen reader hears it)
+     values:    {slot: [{part key: value}, ...]}  (one map per part; an image's value is {src, alt})
+     reachable: null (every combination) or [full keys];  initial: the starting full key
+   A key joins "name=" + keys[i] of the part's controls with "|" (the full key: every control, in order); what a
+   slot shows is the concatenation of its parts' values for the current controls.
+   After each update the widget's dataset says what it shows: data-state (the full key) and data-updated (a time
+   stamp); data-preloaded counts the figures it fetches once it is near the screen, data-decoded those ready. */
 (function () {
   "use strict";
 
@@ -26,27 +29,40 @@
     var inputs = {};           // control name -> its <input>/<select>
     var outputs = {};          // slot name -> its element
     var readouts = {};         // slider name -> the <span> showing its value
+    var byName = {};           // control name -> control
+    var reachable = spec.reachable ? new Set(spec.reachable) : null;
+    var said = {};             // status slot -> its parts' last values (to announce what changed)
 
-    spec.controls.forEach(function (c) { index[c.name] = Math.max(0, c.options.indexOf(c.value)); });
+    spec.controls.forEach(function (c) {
+      byName[c.name] = c;
+      index[c.name] = Math.max(0, c.options.indexOf(c.value));
+    });
 
-    function keyOf(idx) {
-      return spec.controls.map(function (c) { return c.name + "=" + c.keys[idx[c.name]]; }).join("|");
+    function keyOf(idx, names) {
+      return names.map(function (n) { return n + "=" + byName[n].keys[idx[n]]; }).join("|");
     }
+    var allNames = spec.controls.map(function (c) { return c.name; });
+    function fullKey(idx) { return keyOf(idx, allNames); }
+    function isReachable(idx) { return reachable === null || reachable.has(fullKey(idx)); }
 
-    // The state for the current controls; if the live widget cannot be in it (enlarge head 5 of 4 heads), reset
-    // the controls after the one that changed to their first option, one by one, as the live widget does.
+    // If the live widget cannot be in the chosen combination (enlarge head 5 of 4 heads), reset the controls after
+    // the one that changed to their first option, one by one, as the live widget does.
     function resolve(changed) {
-      if (spec.states[keyOf(index)]) { return keyOf(index); }
+      if (isReachable(index)) { return; }
       var after = false;
       for (var i = 0; i < spec.controls.length; i++) {
         var c = spec.controls[i];
         if (c.name === changed) { after = true; continue; }
         if (after || changed === undefined) {
           index[c.name] = 0;
-          if (spec.states[keyOf(index)]) { return keyOf(index); }
+          if (isReachable(index)) { return; }
         }
       }
-      return spec.initial;
+      spec.controls.forEach(function (c) { index[c.name] = Math.max(0, c.options.indexOf(c.value)); });
+    }
+
+    function pieces(slot) {
+      return slot.parts.map(function (names, i) { return spec.values[slot.name][i][keyOf(index, names)]; });
     }
 
     function syncControls() {
@@ -63,7 +79,7 @@
           Array.prototype.forEach.call(input.options, function (opt, i) {
             var probe = Object.assign({}, index);
             probe[c.name] = i;
-            var ok = Boolean(spec.states[keyOf(probe)]);
+            var ok = isReachable(probe);
             opt.disabled = !ok;
             opt.hidden = !ok;
           });
@@ -73,21 +89,26 @@
     }
 
     function show(changed) {
-      var key = resolve(changed);
-      var state = spec.states[key];
-      spec.controls.forEach(function (c) {  // resolve() may have reset controls: read them back from the key
-        var part = key.split("|").filter(function (p) { return p.indexOf(c.name + "=") === 0; })[0];
-        index[c.name] = c.keys.indexOf(part.slice(c.name.length + 1));
-      });
+      resolve(changed);
       syncControls();
+      var news = [];
       spec.slots.forEach(function (s) {
+        var values = pieces(s);
         if (s.type === "image") {
-          if (outputs[s.name].getAttribute("src") !== state[s.name]) { outputs[s.name].src = state[s.name]; }
+          var img = outputs[s.name];
+          if (img.getAttribute("src") !== values[0].src) { img.src = values[0].src; img.parentNode.href = values[0].src; }
+          img.alt = values[0].alt;
+        } else if (s.type === "status") {
+          var before = said[s.name] || [];
+          values.forEach(function (v, i) { if (v !== before[i]) { news.push(v); } });
+          said[s.name] = values;
         } else {
-          outputs[s.name].innerHTML = state[s.name];
+          outputs[s.name].innerHTML = values.join("");
         }
       });
-      root.dataset.state = key;
+      // Say what changed (a reader who moved a slider hears its effect); nothing on the first drawing.
+      if (changed !== undefined && status) { status.textContent = news.join(" ").trim(); }
+      root.dataset.state = fullKey(index);
       root.dataset.updated = String(performance.now());
     }
 
@@ -96,9 +117,9 @@
       var id = "mha-sw-" + number + "-" + c.name;
       var input;
       if (c.kind === "slider") {
-        box.appendChild(el("span", {}, c.label));
+        box.appendChild(el("span", {"class": "mha-sw-label"}, c.label));
         input = el("input", {type: "range", min: "0", max: String(c.options.length - 1), step: "1", id: id,
-                             "class": "mha-sw-slider", "aria-label": c.label});
+                             "class": "mha-sw-slider"});
         box.appendChild(input);
         readouts[c.name] = el("span", {"class": "mha-sw-value", "aria-hidden": "true"});
         box.appendChild(readouts[c.name]);
@@ -106,10 +127,10 @@
       } else if (c.kind === "checkbox") {
         input = el("input", {type: "checkbox", id: id});
         box.appendChild(input);
-        box.appendChild(el("span", {}, c.label));
+        box.appendChild(el("span", {"class": "mha-sw-label"}, c.label));
         input.addEventListener("change", function () { index[c.name] = input.checked ? 1 : 0; show(c.name); });
       } else {
-        box.appendChild(el("span", {}, c.label));
+        box.appendChild(el("span", {"class": "mha-sw-label"}, c.label));
         input = el("select", {id: id});
         c.options.forEach(function (o, i) { input.appendChild(el("option", {value: String(i)}, String(o))); });
         box.appendChild(input);
@@ -121,17 +142,20 @@
     }
 
     var body = el("div", {"class": "mha-sw-body"});
-    var names = {};
-    spec.controls.forEach(function (c) { names[c.name] = "control"; });
-    spec.slots.forEach(function (s) { names[s.name] = s.type; });
+    var kinds = {};
+    spec.controls.forEach(function (c) { kinds[c.name] = "control"; });
+    spec.slots.forEach(function (s) { kinds[s.name] = s.type; });
     spec.rows.forEach(function (row) {
       var line = el("div", {"class": "mha-sw-row"});
       row.forEach(function (name) {
-        if (names[name] === "control") {
-          line.appendChild(control(spec.controls.filter(function (c) { return c.name === name; })[0]));
-        } else if (names[name] === "image") {
-          outputs[name] = el("img", {"class": "mha-sw-figure mha-sw-" + name, alt: "figure of the widget's state"});
-          line.appendChild(outputs[name]);
+        if (kinds[name] === "control") {
+          line.appendChild(control(byName[name]));
+        } else if (kinds[name] === "image") {
+          // A figure opens at full size in its own tab (pinch to zoom on a phone).
+          var link = el("a", {"class": "mha-sw-zoom", target: "_blank"});
+          outputs[name] = el("img", {"class": "mha-sw-figure mha-sw-" + name});
+          link.appendChild(outputs[name]);
+          line.appendChild(link);
         } else {
           outputs[name] = el("div", {"class": "mha-sw-html mha-sw-" + name});
           line.appendChild(outputs[name]);
@@ -139,6 +163,8 @@
       });
       body.appendChild(line);
     });
+    var status = el("p", {"class": "mha-sw-status mha-visually-hidden", role: "status", "aria-live": "polite"});
+    body.appendChild(status);
     var foot = el("div", {"class": "mha-sw-row"});
     foot.appendChild(el("span", {"class": "mha-sw-badge"}, "works without Python: every state was drawn when the site was built"));
     if (spec.note) { foot.appendChild(el("span", {"class": "mha-sw-note"}, spec.note)); }
@@ -155,10 +181,11 @@
     function preload() {
       if (held.length) { return; }
       var seen = {};
-      Object.keys(spec.states).forEach(function (key) {
-        spec.slots.forEach(function (s) {
-          var url = spec.states[key][s.name];
-          if (s.type === "image" && !seen[url]) {
+      spec.slots.forEach(function (s) {
+        if (s.type !== "image") { return; }
+        Object.keys(spec.values[s.name][0]).forEach(function (key) {
+          var url = spec.values[s.name][0][key].src;
+          if (!seen[url]) {
             seen[url] = true;
             var img = new Image();
             img.src = url;

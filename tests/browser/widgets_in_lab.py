@@ -53,9 +53,15 @@ def check_mask_editor(nb: NotebookPage) -> None:
 
         start = read()
         assert "15 of 18 allowed (causal, bottom_right)" in start["readout"], start["readout"]
+        cell = editor.locator(".mha-cell-0-0").first
+        assert cell.inner_text().strip() == "✓" and "may attend" in (cell.get_attribute("title") or ""), (
+            "a cell's state must show by more than its colour")
         for j in range(4):  # block query 0's four visible keys: the row becomes fully masked
             editor.locator(f".mha-cell-0-{j}").first.click()
         dead = _wait_for(read, lambda s: "fully masked rows: [0]" in s["readout"])
+        blocked = _wait_for(lambda: {"text": cell.inner_text().strip(), "title": cell.get_attribute("title") or ""},
+                            lambda s: s["text"] == "✗")
+        assert blocked["text"] == "✗" and "blocked" in blocked["title"], blocked
         assert "fully masked rows: [0]" in dead["readout"], dead["readout"]
         assert "11 of 18 allowed (custom)" in dead["readout"], dead["readout"]
         assert "NaN" in dead["readout"] and "NaN-prone" in dead["weights"], dead
@@ -75,8 +81,11 @@ def check_mask_editor(nb: NotebookPage) -> None:
 
 # ---- 11: the cost meter -------------------------------------------------------------------------------------
 
-#: slider CSS class -> the read-out's label for its value
-METER_SLIDERS = {"mha-meter-kv": "num_kv_heads", "mha-meter-latent": "latent_dim", "mha-meter-window": "window"}
+#: slider CSS class -> the read-out's label for its value, and what else must change when it moves (a figure's
+#: class, or the table row it changes)
+METER_SLIDERS = {"mha-meter-kv": ("num_kv_heads", "img.mha-meter-gqa"),
+                 "mha-meter-latent": ("latent_dim", "latent (MLA)"),
+                 "mha-meter-window": ("window", "img.mha-meter-band")}
 
 
 def _value(readout: str, label: str) -> int | None:
@@ -85,7 +94,8 @@ def _value(readout: str, label: str) -> int | None:
 
 
 def check_cost_meter(nb: NotebookPage) -> None:
-    """Each of the meter's three sliders, moved one step up with →, changes its read-out and redraws the figure."""
+    """Each of the meter's three sliders, moved one step up with →, changes its read-out and what depends on it (the
+    GQA map, the MLA row, the window's band); the table's cells are padded (numbers never run together)."""
     meters = nb.panel.locator(".jp-OutputArea .mha-variant-meter")
     assert meters.count() == 1, f"expected one cost meter in the page, found {meters.count()}"
     meter = meters.first
@@ -93,20 +103,24 @@ def check_cost_meter(nb: NotebookPage) -> None:
         meter.scroll_into_view_if_needed()
 
         def read() -> dict:
-            return {"src": meter.locator("img.mha-meter-figure").first.get_attribute("src") or "",
-                    "readout": meter.locator(".mha-meter-readout").first.inner_text()}
+            row = meter.locator(".mha-meter-readout tr", has_text="latent (MLA)").first
+            return {"img.mha-meter-gqa": meter.locator("img.mha-meter-gqa").first.get_attribute("src") or "",
+                    "img.mha-meter-band": meter.locator("img.mha-meter-band").first.get_attribute("src") or "",
+                    "latent (MLA)": row.inner_text(), "readout": meter.locator(".mha-meter-readout").first.inner_text()}
 
-        for css, label in METER_SLIDERS.items():
+        padding = meter.locator(".mha-meter-readout td").first.evaluate("e => parseFloat(getComputedStyle(e).paddingLeft)")
+        assert padding >= 6, f"the meter's table cells have {padding} px of padding"
+        for css, (label, follows) in METER_SLIDERS.items():
             before = read()
-            assert before["src"], "the meter shows no figure"
+            assert before["img.mha-meter-gqa"] and before["img.mha-meter-band"], "the meter shows no figure"
             handle = meter.locator(f'.{css} .noUi-handle[role="slider"]').first
             handle.focus()
             handle.press("ArrowRight")
-            after = _wait_for(read, lambda s, b=before, lab=label: s["src"] != b["src"]
+            after = _wait_for(read, lambda s, b=before, lab=label, f=follows: s[f] != b[f]
                               and _value(s["readout"], lab) != _value(b["readout"], lab), timeout=30.0)
             old, new = _value(before["readout"], label), _value(after["readout"], label)
             assert old is not None and new is not None and new > old, f"{label}: the read-out did not move up"
-            assert after["src"] != before["src"], f"{label}: the figure did not change"
+            assert after[follows] != before[follows], f"{label}: {follows} did not change"
             assert "could not redraw" not in after["readout"], after["readout"]
     except BaseException:
         _screenshot_on_failure(meter, "11-cost-meter-failure.png")

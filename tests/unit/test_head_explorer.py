@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import mha_helpers as mh
+from _mha_helpers.widgets.states import Picture
 
 matplotlib.use("Agg")
 
@@ -217,8 +218,12 @@ def test_states_are_what_the_live_explorer_itself_shows(explorer):
     assert {"heads": 2, "enlarge": 3, "causal": False} not in states.combinations, "head 3 of 2 is unreachable"
     shown = states.view({"heads": 8, "enlarge": 5, "causal": True})
     assert (explorer.head_slider.value, explorer.enlarge.value, explorer.causal.value) == (8, 5, True)
-    assert shown == {"readout": explorer.readout.value, "figure": bytes(explorer.image.value),
-                     "table": explorer.table.value}
+    assert shown == {"readout": explorer.readout.value, "figure": Picture(bytes(explorer.image.value),
+                                                                          explorer.describe()),
+                     "table": explorer.table.value, "status": explorer.status_line()}
+    assert "8 attention maps, one per head, of d_model 16 cut into 8 heads of head_dim 2" in shown["figure"].alt
+    assert "head 5 enlarged" in shown["figure"].alt and "Causal mask on" in shown["figure"].alt
+    assert shown["status"].startswith("8 heads of head_dim 2; most focused: head ")
     assert "head_dim = 2" in shown["readout"] and "head 5 of 8" in shown["table"]
     states.restore()
     assert (explorer.head_slider.value, explorer.enlarge.value, explorer.causal.value) == (4, 1, False)

@@ -237,6 +237,15 @@ def test_figures_and_replay_build(monkeypatch):
     replay.slider.value = 6
     assert replay.image.value != first and "step 6" in replay.readout.value
     assert repr(replay) == "TrainingReplay(3 snapshots, steps 0..6)"
+    states = replay.states()  # one per snapshot, for the site: what the replay itself shows, in words too
+    assert [c.options for c in states.controls] == [[0, 3, 6]] and states.start == {"step": 6}
+    shown = states.view({"step": 3})
+    assert shown["readout"] == replay.readout.value and shown["figure"].png == bytes(replay.image.value)
+    assert "training step 3" in shown["figure"].alt and shown["status"].startswith("Step 3: loss on repeated")
+    states.restore()
+    assert replay.slider.value == 6
+    with pytest.raises(ValueError, match="more than max_states=2"):
+        replay.states(max_states=2)
     plt.close("all")
 
 

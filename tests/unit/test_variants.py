@@ -266,13 +266,15 @@ def test_variant_costs_formula_equals_measured(num_kv_heads, latent_dim, window)
 def test_cost_meter_moves_and_refuses_bad_settings():
     pytest.importorskip("ipywidgets")
     meter = mh.variant_cost_meter()
-    first = meter.image.value
+    gqa, band = meter.gqa_image.value, meter.window_image.value
     meter.kv_slider.value = 4
-    assert meter.image.value != first and "num_kv_heads = 4" in meter.readout.value
+    assert meter.gqa_image.value != gqa and "num_kv_heads = 4" in meter.readout.value
+    assert meter.window_image.value == band, "the band does not depend on num_kv_heads: not drawn again"
     meter.latent_slider.value = 32
-    assert "latent_dim = 32" in meter.readout.value
+    assert "latent_dim = 32" in meter.readout.value and "<td style='padding:3px 10px" in meter.readout.value
     meter.window_slider.value = 3
     assert "window = 3" in meter.readout.value and "could not redraw" not in meter.readout.value
+    assert meter.window_image.value != band
     assert "num_kv_heads=4" in repr(meter)
     for kwargs in ({"num_kv_heads": 3}, {"window": 40}, {"latent_dim": 6}, {"d_model": 60}):
         with pytest.raises(ValueError):
