@@ -124,7 +124,7 @@ VERDICTS: dict[str, str] = {
     "non-deterministic": "the same input twice gave different outputs, so no other property can be judged",
 }
 
-_MARK = {"pass": "✅", "fail": "❌", "n/a": "—"}
+_MARK = {"pass": "✅ pass", "fail": "❌ fail", "n/a": "— n/a"}  # the word too: without an emoji font a symbol alone is blank
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ class AuditReport:
         lines = [self._headline()] + [f"  {line}" for line in self._lines()]
         width = max(len(p) for p in AUDIT_PROPERTIES)
         for r in self.rows:
-            lines.append(f"{_MARK[r.status]} {r.property:<{width}}  {r.evidence}")
+            lines.append(f"{_MARK[r.status]:<6} {r.property:<{width}}  {r.evidence}")
             if r.status == "fail":
                 lines.append(f"   {'':<{width}}  usual cause: {r.cause}")
                 lines.append(f"   {'':<{width}}  read: {r.section}")

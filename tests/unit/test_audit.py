@@ -364,7 +364,7 @@ def test_report_shows_as_a_table_and_as_text():
     report = mh.audit(mh.broken_attention("inverted_mask"))
     text = repr(report)
     assert text == str(report)
-    assert "❌ mask_respected" in text and "✅ rows_sum_to_one" in text and "read: 03 §3" in text
+    assert "❌ fail mask_respected" in text and "✅ pass rows_sum_to_one" in text and "read: 03 §3" in text
     page = report._repr_html_()
     assert page.count("<tr>") == len(mh.AUDIT_PROPERTIES) + 1 and "usual cause" in page
     with pytest.raises(KeyError, match="not an audit property"):
