@@ -369,7 +369,7 @@ def check_has_values(name: str, x: torch.Tensor) -> None:
     which holds a shape and no values (torch's own error, "cannot be called on meta tensors", names nothing)."""
     if x.device.type == "meta":
         raise ValueError(f"{name} is on the meta device, which holds a shape but no values; build it on 'cpu' or "
-                         f"'cuda' (e.g. {name}.to_empty(device='cpu') gives uninitialised values of its shape)")
+                         f"'cuda', e.g. torch.zeros({tuple(x.shape)})")
 
 
 def check_finite(name: str, x: torch.Tensor, allow_minus_inf: bool = False) -> None:
@@ -377,6 +377,8 @@ def check_finite(name: str, x: torch.Tensor, allow_minus_inf: bool = False) -> N
     bad value would silently spread to outputs that never looked at it. ``allow_minus_inf`` lets -inf through (a
     blocked score)."""
     check_has_values(name, x)
+    if bool(torch.isfinite(x).all()):  # the usual case, in one pass
+        return
     bad = x.isnan() | (x == math.inf) | (False if allow_minus_inf else x == -math.inf)
     if bool(bad.any()):
         where = tuple(bad.nonzero()[0].tolist())

@@ -65,9 +65,14 @@ def grouped_query_attention(
     aligned as there; pass one of them at most. ``scale`` defaults to 1/√head_dim.
     """
     _check_gqa_inputs(query, key, value, attn_mask, is_causal, scale)
+    attn_mask = _gqa_mask(attn_mask, is_causal, query.shape[2], key.shape[2], query)  # (L, S) or None
+    return _grouped_attention(query, key, value, attn_mask, scale)
+
+
+def _grouped_attention(query, key, value, attn_mask, scale=None) -> torch.Tensor:
+    """:func:`grouped_query_attention` on checked inputs, ``attn_mask`` an ``(L, S)`` mask or None."""
     batch, num_heads, L, head_dim = query.shape
-    num_kv_heads, S = key.shape[1], key.shape[2]
-    attn_mask = _gqa_mask(attn_mask, is_causal, L, S, query)  # (L, S) or None
+    num_kv_heads = key.shape[1]
     group = num_heads // num_kv_heads
     q = query.reshape(batch, num_kv_heads, group * L, head_dim)  # (batch, H, L, hd) -> (batch, H_kv, group·L, hd)
     if attn_mask is not None:
@@ -215,6 +220,11 @@ class KVCache:
             raise ValueError(f"key and value must add the same number of positions, got {T} and {value.shape[2]}")
         if self.length + T > self.max_len:
             raise ValueError(f"the cache holds max_len={self.max_len} positions; {self.length} + {T} do not fit")
+        return self._write(key, value)
+
+    def _write(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`append` without its checks, for a layer that checked its input and this cache already."""
+        T = key.shape[2]
         if torch.is_grad_enabled() and (key.requires_grad or value.requires_grad or self.keys.requires_grad):
             self.keys, self.values = self.keys.clone(), self.values.clone()  # earlier views keep their values
         self.keys[:, :, self.length:self.length + T] = key
@@ -268,13 +278,13 @@ class GroupedQuerySelfAttention(nn.Module):
         k = split_heads(self.W_k(x), self.num_kv_heads)  # (batch, T, H_kv·hd) -> (batch, H_kv, T, hd)
         v = split_heads(self.W_v(x), self.num_kv_heads)  # (batch, T, H_kv·hd) -> (batch, H_kv, T, hd)
         if cache is None:
-            heads = grouped_query_attention(q, k, v, is_causal=True)  # (batch, H, T, hd)
+            heads = _grouped_attention(q, k, v, causal_mask(T, device=x.device))  # (batch, H, T, hd)
         else:
             past = len(cache)
-            k, v = cache.append(k, v)  # (batch, H_kv, past + T, hd): the old keys and values are not recomputed
+            k, v = cache._write(k, v)  # (batch, H_kv, past + T, hd): the old keys and values are not recomputed
             # New token t (position past + t) may see keys 0..past + t: causal, aligned to the END of the cache.
             mask = causal_mask(T, past + T, device=x.device, align="bottom_right")  # (T, past + T)
-            heads = grouped_query_attention(q, k, v, attn_mask=None if T == 1 else mask)  # one token sees all
+            heads = _grouped_attention(q, k, v, None if T == 1 else mask)  # one new token sees every key
         return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
 

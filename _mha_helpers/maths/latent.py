@@ -77,6 +77,11 @@ class LatentCache:
         T = latent.shape[1]
         if self.length + T > self.max_len:
             raise ValueError(f"the cache holds max_len={self.max_len} positions; {self.length} + {T} do not fit")
+        return self._write(latent)
+
+    def _write(self, latent: torch.Tensor) -> torch.Tensor:
+        """:meth:`append` without its checks, for a layer that checked its input and this cache already."""
+        T = latent.shape[1]
         if torch.is_grad_enabled() and (latent.requires_grad or self.latents.requires_grad):
             self.latents = self.latents.clone()  # earlier views keep their values
         self.latents[:, self.length:self.length + T] = latent
@@ -149,7 +154,7 @@ class MultiHeadLatentAttention(nn.Module):
         if cache is None:
             return c, None
         T, past = x.shape[1], len(cache)
-        c = cache.append(c)  # (batch, past + T, latent_dim): earlier latents are read, not recomputed
+        c = cache._write(c)  # (batch, past + T, latent_dim): earlier latents are read, not recomputed
         # New token t (position past + t) may see positions 0 .. past + t: causal, aligned to the END of the cache.
         mask = causal_mask(T, past + T, device=x.device, align="bottom_right")  # (T, past + T)
         return c, mask
