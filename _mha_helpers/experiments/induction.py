@@ -223,7 +223,7 @@ def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) 
 
 def induction_letters(tokens: torch.Tensor) -> list[str]:
     """Letters for one sequence's token ids: ``(seq,)`` or ``(1, seq)`` -> ``["C", "K", ...]``."""
-    if isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[0] != 1:
+    if isinstance(tokens, torch.Tensor) and (tokens.dim() > 2 or tokens.dim() == 2 and tokens.shape[0] != 1):
         raise ValueError(f"tokens must be ONE sequence, (seq,) or (1, seq), got shape {tuple(tokens.shape)}; pick one, "
                          f"e.g. tokens[0]")
     check_token_ids("tokens", tokens.reshape(1, -1) if isinstance(tokens, torch.Tensor) else tokens, 26)
