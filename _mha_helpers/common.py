@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .validation import check_bool, check_positive_int, check_seed, check_tokens
+from .validation import check_bool, check_fits, check_positive_int, check_seed, check_tokens, divisors
 
 
 def get_device() -> torch.device:
@@ -34,10 +34,17 @@ def get_device() -> torch.device:
     return torch.device(wanted)
 
 
+#: The largest d_model whose head counts :func:`valid_head_counts` lists (its divisors, found up to sqrt(d_model)).
+MAX_HEAD_COUNT_MODEL = 10**12
+
+
 def valid_head_counts(d_model: int) -> list[int]:
     """The head counts that split ``d_model`` evenly: the divisors of ``d_model``, smallest first."""
     check_positive_int("d_model", d_model)
-    return [h for h in range(1, d_model + 1) if d_model % h == 0]
+    if d_model > MAX_HEAD_COUNT_MODEL:
+        raise ValueError(f"d_model must be at most {MAX_HEAD_COUNT_MODEL} to list its divisors (the notebooks use up "
+                         f"to 512), got d_model={d_model}")
+    return divisors(d_model)
 
 
 class OneThread:
@@ -61,8 +68,8 @@ def plain_labels(tokens: Sequence[str]) -> list[str]:
     return [str(t).replace("$", r"\$") for t in tokens]
 
 
-#: The short sentence most notebooks attend over.
-SENTENCE: list[str] = ["the", "cat", "sat", "on", "the", "mat"]
+#: The short sentence most notebooks attend over (a tuple: a default that no caller can change for the next one).
+SENTENCE: tuple[str, ...] = ("the", "cat", "sat", "on", "the", "mat")
 
 
 def sinusoidal_positions(seq_len: int, d_model: int) -> torch.Tensor:
@@ -72,6 +79,8 @@ def sinusoidal_positions(seq_len: int, d_model: int) -> torch.Tensor:
     """
     check_positive_int("seq_len", seq_len)
     check_positive_int("d_model", d_model)
+    check_fits({"seq_len": seq_len, "d_model": d_model}, 12 * seq_len * d_model, "the positions",
+               "the notebooks use a few hundred positions and d_model up to a few hundred")
     position = torch.arange(seq_len, dtype=torch.float32)[:, None]  # (seq_len, 1)
     freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (ceil(d/2),)
     angles = position * freq  # (seq_len, ceil(d_model/2))
@@ -94,6 +103,8 @@ def toy_embeddings(
     check_positive_int("d_model", d_model)
     check_seed("seed", seed)
     check_bool("positions", positions)
+    check_fits({"d_model": d_model}, 16 * len(tokens) * d_model, "the embeddings",
+               "the notebooks use d_model up to a few hundred")
     rows = []
     for token in tokens:
         # A generator seeded by a hash of the word's bytes (and the seed): stable across sentences, runs and machines,

@@ -19,6 +19,7 @@ from .validation import (
     check_bool,
     check_callable,
     check_float_tensor,
+    check_has_values,
     check_instance,
     check_list,
     check_number,
@@ -33,6 +34,9 @@ PLOT_MAX_TOKENS = 200
 
 def _as_numpy_2d(weights: torch.Tensor, name: str = "weights"):
     check_instance(name, weights, torch.Tensor, "a torch.Tensor")
+    if weights.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}; draw {name}.abs() or {name}.real")
+    check_has_values(name, weights)
     w = weights.detach().float().cpu()
     while w.dim() > 2 and w.shape[0] == 1:
         w = w[0]  # drop leading singleton batch/head dims
@@ -136,6 +140,7 @@ def plot_heads(
     once, as a colour bar right of the grid (off by default: it adds one Axes to the figure, and so to its repr).
     """
     check_float_tensor("weights", weights, ranks=(3, 4), layout="(num_heads, L, S) or (1, num_heads, L, S)")
+    check_has_values("weights", weights)
     w = weights.detach()
     if w.dim() == 4 and w.shape[0] == 1:
         w = w[0]
@@ -193,9 +198,10 @@ def plot_soft_lookup(
     """
     import matplotlib.pyplot as plt
 
-    q = check_float_tensor("query", query, ranks=(1,)).detach().float().cpu()
-    k = check_float_tensor("keys", keys, ranks=(2,)).detach().float().cpu()
-    w = check_float_tensor("weights", weights, ranks=(1,)).detach().float().cpu()
+    for name, t, rank in (("query", query, 1), ("keys", keys, 2), ("weights", weights, 1)):
+        check_float_tensor(name, t, ranks=(rank,))
+        check_has_values(name, t)
+    q, k, w = (t.detach().float().cpu() for t in (query, keys, weights))
     if q.shape[0] != 2 or k.shape[1] != 2:
         raise ValueError(f"plot_soft_lookup draws 2-D vectors: got query {tuple(q.shape)} and keys {tuple(k.shape)}")
     check_tokens("key_names", key_names)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -50,9 +51,29 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
+#: The largest seed: torch's generators take 64-bit seeds, and a few helpers derive several seeds from one.
+MAX_SEED = 2**32 - 1
+
+
 def check_seed(name: str, value: object) -> int:
-    """A random seed: an int >= 0."""
-    return check_int(name, value, minimum=0)
+    """A random seed: an int in ``0..2**32 - 1`` (as NumPy's; torch would fail deep inside on a larger one)."""
+    check_int(name, value, minimum=0)
+    if value > MAX_SEED:
+        raise ValueError(f"{name} must be an int in 0..{MAX_SEED} (2**32 - 1), got {name}={value}")
+    return value
+
+
+#: The most training steps a helper runs: the toy models of the series train for at most a few thousand steps.
+MAX_TRAINING_STEPS = 10**6
+
+
+def check_steps(name: str, value: object) -> int:
+    """A number of training steps: an int in ``1..MAX_TRAINING_STEPS`` (a million steps already take hours here)."""
+    check_positive_int(name, value)
+    if value > MAX_TRAINING_STEPS:
+        raise ValueError(f"{name} must be at most {MAX_TRAINING_STEPS}: the notebooks train for at most a few thousand "
+                         f"steps, and a million take hours on a laptop; got {name}={value}")
+    return value
 
 
 def check_index(name: str, value: object, size: int, what: str = "an int in") -> int:
@@ -250,17 +271,51 @@ def check_factory_kwargs(device: object, dtype: object) -> None:
     check_dtype("dtype", dtype)
 
 
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` >= 1, smallest first (found up to sqrt(n), so 10**12 takes a moment, not an hour)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
+
+
 def check_divisible(d_model: int, num_heads: int, d_name: str = "embed_dim") -> None:
     """``num_heads`` must divide ``d_model`` (named ``d_name``); the message lists the head counts that would."""
     if d_model % num_heads != 0:
-        counts = ", ".join(str(h) for h in range(1, d_model + 1) if d_model % h == 0)
+        counts = ", ".join(str(h) for h in divisors(d_model)) if d_model <= 10**8 else f"the divisors of {d_model}"
         raise ValueError(
             f"{d_name}={d_model} is not divisible by num_heads={num_heads}; valid head counts: {counts}"
         )
 
 
+def machine_memory() -> int:
+    """This machine's memory in bytes (64 GiB where the system does not say, e.g. on Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 64 << 30
+
+
+def _bytes_text(n: int) -> str:
+    power = min(max(0, len(str(int(n))) - 1) // 3, 5)  # 1234 -> 1 (KB), 12_345_678 -> 2 (MB) ...
+    return f"{n} bytes" if power == 0 else f"{n / 1000**power:.3g} {('KB', 'MB', 'GB', 'TB', 'PB')[power - 1]}"
+
+
 class SizeTooLargeError(ValueError):
-    """Raised by :func:`sized_by`; an outer ``sized_by`` renames it after its own argument."""
+    """A size too large for this machine (:func:`check_fits`, :func:`sized_by`); an outer ``sized_by`` renames it
+    after its own argument."""
+
+
+def check_fits(sizes: Mapping[str, int], nbytes: int, what: str, usual: str) -> None:
+    """Refuse UP FRONT a tensor or a layer that would need more memory than this machine has, before torch tries to
+    allocate it (and fails with "you tried to allocate ... bytes", or swaps, or overflows its size calculation).
+
+    ``sizes`` are the caller's arguments that set the size, all named in the message; ``nbytes`` what they would
+    need (an int, exact or a fair estimate); ``what`` says for what, ``usual`` what the notebooks use.
+    """
+    limit = machine_memory()
+    if nbytes > limit:
+        given = ", ".join(f"{name}={value}" for name, value in sizes.items() if value is not None)
+        raise SizeTooLargeError(f"{given} would need {_bytes_text(nbytes)} for {what}, more than the "
+                         f"{_bytes_text(limit)} of memory this machine has; {usual}")
 
 
 @contextlib.contextmanager
@@ -269,8 +324,9 @@ def sized_by(name: str, value: int):
     ValueError that names the size which asked for that memory (the outermost caller's argument wins)."""
     try:
         yield
-    except (RuntimeError, MemoryError, SizeTooLargeError) as exc:
-        if isinstance(exc, RuntimeError) and not isinstance(exc, SizeTooLargeError) and "allocate" not in str(exc):
+    except (RuntimeError, MemoryError, OverflowError, TypeError, SizeTooLargeError) as exc:
+        text = str(exc)
+        if isinstance(exc, (RuntimeError, TypeError)) and not any(w in text for w in ("allocate", "verflow")):
             raise
         raise SizeTooLargeError(f"{name}={value} needs more memory for its weights than this machine has; the notebooks use "
                          f"sizes up to a few hundred") from None
@@ -308,6 +364,29 @@ def check_float_tensor(
     return x
 
 
+def check_has_values(name: str, x: torch.Tensor) -> None:
+    """A tensor whose values are read (a mask, token ids, inputs checked for NaN) must not be on the ``meta`` device,
+    which holds a shape and no values (torch's own error, "cannot be called on meta tensors", names nothing)."""
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds a shape but no values; build it on 'cpu' or "
+                         f"'cuda', e.g. torch.zeros({tuple(x.shape)})")
+
+
+def check_finite(name: str, x: torch.Tensor, allow_minus_inf: bool = False) -> None:
+    """A floating-point tensor of inputs must hold no NaN or inf: attention mixes positions (0 × NaN is NaN), so one
+    bad value would silently spread to outputs that never looked at it. ``allow_minus_inf`` lets -inf through (a
+    blocked score)."""
+    check_has_values(name, x)
+    if bool(torch.isfinite(x).all()):  # the usual case, in one pass
+        return
+    bad = x.isnan() | (x == math.inf) | (False if allow_minus_inf else x == -math.inf)
+    if bool(bad.any()):
+        where = tuple(bad.nonzero()[0].tolist())
+        what = "NaN" if bool(x[where].isnan()) else "an infinite value"
+        raise ValueError(f"{name} holds {what} (first at index {where}); pass finite numbers"
+                         + (" (-inf is fine: a blocked score)" if allow_minus_inf else ""))
+
+
 def check_bool_tensor(name: str, x: object, ranks: Sequence[int] | None = None, layout: str = "") -> torch.Tensor:
     """A boolean tensor (a mask, True = may attend unless the caller says otherwise) of one of the given ranks."""
     kind = " or ".join(f"{r}-D" for r in ranks) + " " if ranks else ""
@@ -330,6 +409,7 @@ def check_token_ids(name: str, tokens: object, vocab_size: int | None = None, mi
     if tokens.dtype != torch.long:
         raise TypeError(f"{name} must be {layout}, got a tensor of dtype {tokens.dtype}; convert it with {name}.long()")
     _check_rank(name, tokens, (2,), "(batch, seq)")
+    check_has_values(name, tokens)
     if tokens.shape[0] == 0 or tokens.shape[1] < min_len:
         raise ValueError(f"{name} needs at least one sequence of at least {min_len} positions (seq >= {min_len}), "
                          f"got shape {tuple(tokens.shape)}")
@@ -411,10 +491,27 @@ def check_like_parameters(name: str, x: torch.Tensor, parameter: torch.Tensor, m
         )
 
 
+def check_layer_input(name: str, x: object, d_model: int, parameter: torch.Tensor, module: str = "layer",
+                      features: str = "d_model") -> None:
+    """``x`` ``(batch >= 1, T >= 1, d_model)`` for a layer with the parameter ``parameter`` (for its dtype and device):
+    finite numbers, of the layer's dtype, on its device. ``features`` names the last dim (e.g. "latent_dim")."""
+    check_float_tensor(name, x, ranks=(3,), layout=f"(batch, T, {features}={d_model})")
+    check_like_parameters(name, x, parameter, module)
+    for dim, what in ((1, "tokens"), (0, "sequences")):
+        if x.shape[dim] == 0:
+            raise ValueError(f"{name} has no {what} (shape {tuple(x.shape)}): {name} must be (batch >= 1, T >= 1, "
+                             f"{features}={d_model})")
+    if x.shape[2] != d_model:
+        raise ValueError(f"{name} has {x.shape[2]} features (shape {tuple(x.shape)}) but the {module} has "
+                         f"{features}={d_model}")
+    check_finite(name, x)
+
+
 def check_attention_weights(weights: object, name: str = "weights") -> None:
     """Attention weights are probabilities: a float tensor with entries in [0, 1] (NaN or negative ones are refused,
     which is what a mask applied after the softmax, or a softmax over a fully masked row, leaves behind)."""
     check_float_tensor(name, weights)
+    check_has_values(name, weights)
     if weights.numel() and not bool(((weights >= -1e-6) & (weights <= 1 + 1e-6)).all()):  # False for NaN too
         bad = "NaN" if bool(weights.isnan().any()) else "values outside [0, 1]"
         raise ValueError(f"{name} must be attention weights (each in [0, 1], rows summing to 1), got {bad}; "

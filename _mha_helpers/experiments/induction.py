@@ -24,6 +24,7 @@ from ..maths.mha import MultiHeadAttention
 from ..validation import (
     check_axes,
     check_bool,
+    check_fits,
     check_generator,
     check_instance,
     check_int_list,
@@ -31,6 +32,7 @@ from ..validation import (
     check_list,
     check_positive_int,
     check_seed,
+    check_steps,
     check_token_ids,
 )
 from .lookup import heads_switched_off, lookup_letters
@@ -58,9 +60,11 @@ def repeated_sequences(
         raise ValueError(f"seq_len must be at least {2 * high} (a longest segment said twice), got seq_len={seq_len}")
     most = seq_len // 2 + high  # the most different tokens a sequence can need
     if vocab_size < most:
-        raise ValueError(f"vocab_size must be at least {most} (the tokens of all segments of a {seq_len}-token "
-                         f"sequence differ), got vocab_size={vocab_size}")
+        raise ValueError(f"vocab_size must be at least {most} (all the segments of a sequence of seq_len={seq_len} "
+                         f"tokens use different tokens), got vocab_size={vocab_size}")
     check_generator("generator", generator)
+    check_fits({"batch": batch, "seq_len": seq_len, "vocab_size": vocab_size}, 24 * batch * (vocab_size + seq_len),
+               "the sequences", "notebook 12 draws batches of a few hundred sequences of 24 tokens from 20")
     count = seq_len // (2 * low) + 1  # enough segments to fill seq_len
     lengths = torch.randint(low, high + 1, (batch, count), generator=generator)  # (batch, segments)
     distinct = torch.rand(batch, vocab_size, generator=generator).argsort(dim=-1)  # (batch, vocab): a permutation
@@ -101,9 +105,13 @@ class InductionModel(nn.Module):
     def __init__(self, vocab_size: int = 20, seq_len: int = 24, d_model: int = 64, num_heads: int = 4,
                  num_layers: int = 2) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
-                            ("num_heads", num_heads), ("num_layers", num_layers)):
+        sizes = {"vocab_size": vocab_size, "seq_len": seq_len, "d_model": d_model, "num_heads": num_heads,
+                 "num_layers": num_layers}
+        for name, value in sizes.items():
             check_positive_int(name, value)
+        params = (2 * vocab_size + seq_len) * d_model + num_layers * 4 * d_model * (d_model + 1)
+        check_fits(sizes, params * torch.get_default_dtype().itemsize, "the model's weights",
+                   "notebook 12 uses vocab_size=20, seq_len=24, d_model=64, 4 heads and 2 layers")
         self.vocab_size, self.seq_len, self.num_layers = vocab_size, seq_len, num_layers
         self.token_emb = nn.Embedding(vocab_size, d_model)  # id -> (d_model,)
         self.pos_emb = nn.Embedding(seq_len, d_model)  # position -> (d_model,), learned
@@ -186,6 +194,10 @@ def induction_test_set(num_sequences: int = 256, seq_len: int = 24, vocab_size: 
     """The fixed held-out sequences every measurement uses: ``(num_sequences, seq_len)`` (seed 12345, which no
     training run uses)."""
     check_positive_int("num_sequences", num_sequences)
+    for name, value in (("seq_len", seq_len), ("vocab_size", vocab_size)):
+        check_positive_int(name, value)
+    check_fits({"num_sequences": num_sequences, "seq_len": seq_len, "vocab_size": vocab_size},
+               24 * num_sequences * (vocab_size + seq_len), "the test set", "notebook 12 tests on 256 sequences")
     return repeated_sequences(num_sequences, seq_len, vocab_size, torch.Generator().manual_seed(12345))
 
 
@@ -195,6 +207,8 @@ def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) 
     lengths = check_int_list("lengths", lengths, minimum=1, allow_empty=False, what="a non-empty list of segment "
                              "lengths (ints >= 1), e.g. [5, 3, 4]")
     check_positive_int("vocab_size", vocab_size)
+    check_fits({"vocab_size": vocab_size}, 16 * vocab_size, "a permutation of the vocabulary",
+               "notebook 12 uses vocab_size=20")
     if sum(lengths) > vocab_size:
         raise ValueError(f"lengths must be a non-empty list of segment lengths adding up to at most vocab_size="
                          f"{vocab_size}, got {lengths}")
@@ -209,6 +223,9 @@ def induction_example(lengths: Sequence[int] = (5, 3, 4), vocab_size: int = 20) 
 
 def induction_letters(tokens: torch.Tensor) -> list[str]:
     """Letters for one sequence's token ids: ``(seq,)`` or ``(1, seq)`` -> ``["C", "K", ...]``."""
+    if isinstance(tokens, torch.Tensor) and (tokens.dim() > 2 or tokens.dim() == 2 and tokens.shape[0] != 1):
+        raise ValueError(f"tokens must be ONE sequence, (seq,) or (1, seq), got shape {tuple(tokens.shape)}; pick one, "
+                         f"e.g. tokens[0]")
     check_token_ids("tokens", tokens.reshape(1, -1) if isinstance(tokens, torch.Tensor) else tokens, 26)
     flat = tokens.reshape(-1)  # (1, seq) -> (seq,)
     letters = lookup_letters(max(int(flat.max()) + 1, 1))
@@ -233,12 +250,21 @@ def occurrence_losses(
         if len(pair) != 2 or not 0 <= pair[0] < model.num_layers:
             raise ValueError(f"heads_off must be {rule}, got the pair {pair!r}")
     first, repeated = occurrence_masks(tokens)  # (batch, seq-1) each
+    _check_both_occurrences(tokens, first, repeated)
     with OneThread(), torch.no_grad(), contextlib.ExitStack() as stack:
         for layer, head in pairs:
             stack.enter_context(heads_switched_off(model.layers[layer], head))
         logits = model(tokens)[:, :-1]  # (batch, seq-1, vocab): the predictions that have a target
         loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # (batch, seq-1)
     return {"first": loss[first].mean().item(), "repeated": loss[repeated].mean().item()}
+
+
+def _check_both_occurrences(tokens: torch.Tensor, first: torch.Tensor, repeated: torch.Tensor) -> None:
+    """Each loss of :func:`occurrence_losses` is a mean over its predictions: an empty class would give NaN."""
+    for name, which in (("first", first), ("repeated", repeated)):
+        if not bool(which.any()):
+            raise ValueError(f"tokens has no prediction of the kind {name!r} (see occurrence_masks), so its mean "
+                             f"loss would be NaN (0/0); pass sequences with both, e.g. repeated_sequences(...)")
 
 
 @dataclass
@@ -303,12 +329,14 @@ def train_induction_model(
     thread, so a seed gives bit-identical results at any ``OMP_NUM_THREADS``. ``progress`` shows a tqdm bar.
     """
     check_seed("seed", seed)
-    for name, value in (("num_layers", num_layers), ("steps", steps), ("batch_size", batch_size),
-                        ("snapshot_every", snapshot_every)):
+    for name, value in (("num_layers", num_layers), ("batch_size", batch_size), ("snapshot_every", snapshot_every)):
         check_positive_int(name, value)
+    check_steps("steps", steps)
     check_learning_rate("lr", lr)
     check_bool("progress", progress)
     repeated_sequences(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size
+    check_fits({"batch_size": batch_size, "seq_len": seq_len}, 24 * batch_size * (vocab_size + seq_len),
+               "a batch of sequences", "notebook 12 trains on batches of 128 sequences of 24 tokens")
     with torch.random.fork_rng(devices=[]):
         model = InductionModel(vocab_size, seq_len, d_model, num_heads, num_layers)  # checks d_model, num_heads
     from tqdm.auto import tqdm
@@ -317,7 +345,8 @@ def train_induction_model(
     evaluation = induction_test_set(256, seq_len, vocab_size)  # (256, seq)
     history = InductionHistory(example=induction_example(vocab_size=vocab_size)[:, :seq_len])  # example: (1, seq)
     snapshots: dict[str, list[torch.Tensor]] = {"previous": [], "induction": [], "maps": []}
-    with OneThread(), torch.random.fork_rng(devices=[]):
+    # Training records gradients whatever the caller's mode (inside torch.no_grad() or inference_mode() too).
+    with OneThread(), torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(seed)
         model = InductionModel(vocab_size, seq_len, d_model, num_heads, num_layers)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)

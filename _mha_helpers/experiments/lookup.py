@@ -21,14 +21,17 @@ from ..validation import (
     check_axes,
     check_bool,
     check_divisible,
+    check_fits,
     check_float_tensor,
     check_fraction,
+    check_has_values,
     check_head_numbers,
     check_instance,
     check_int_list,
     check_learning_rate,
     check_positive_int,
     check_seed,
+    check_steps,
     check_str,
     check_token_ids,
     check_tokens,
@@ -75,8 +78,11 @@ def make_two_lookup_batch(
     check_positive_int("vocab_size", vocab_size)
     if seq_len < 3:
         raise ValueError(f"seq_len must be at least 3 (so 'previous' and 'first' can differ), got seq_len={seq_len}")
-    if vocab_size < 2:
-        raise ValueError(f"vocab_size must be at least 2, got vocab_size={vocab_size}")
+    if not 2 <= vocab_size < 2**63:
+        raise ValueError(f"vocab_size must be at least 2 and below 2**63 (token ids are torch.long), got "
+                         f"vocab_size={vocab_size}")
+    check_fits({"batch_size": batch_size, "seq_len": seq_len}, 40 * batch_size * seq_len, "the batch",
+               "notebook 08 uses batches of up to 2000 sequences of 8 tokens")
     tokens = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)  # (batch, seq)
     return tokens, two_lookup_targets(tokens)
 
@@ -93,9 +99,12 @@ class TinyLookupModel(nn.Module):
 
     def __init__(self, vocab_size: int = 8, seq_len: int = 8, d_model: int = 8, num_heads: int = 2) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
-                            ("num_heads", num_heads)):
+        sizes = {"vocab_size": vocab_size, "seq_len": seq_len, "d_model": d_model, "num_heads": num_heads}
+        for name, value in sizes.items():
             check_positive_int(name, value)
+        params = (3 * vocab_size + seq_len) * d_model + 4 * d_model * (d_model + 1)
+        check_fits(sizes, params * torch.get_default_dtype().itemsize, "the model's weights",
+                   "notebook 08 uses vocab_size=8, seq_len=8 and d_model=8")
         self.vocab_size, self.seq_len = vocab_size, seq_len
         self.token_emb = nn.Embedding(vocab_size, d_model)  # id -> (d_model,)
         self.pos_emb = nn.Embedding(seq_len, d_model)  # position -> (d_model,), learned
@@ -177,12 +186,12 @@ def train_lookup_model(
     """
     check_positive_int("num_heads", num_heads)
     check_positive_int("d_model", d_model)
-    check_positive_int("steps", steps)
+    check_steps("steps", steps)
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
     check_learning_rate("lr", lr, example="0.03")
     check_divisible(d_model, num_heads, d_name="d_model")
-    make_two_lookup_batch(1, seq_len, vocab_size, torch.Generator())  # checks seq_len and vocab_size first
+    make_two_lookup_batch(batch_size, seq_len, vocab_size, torch.Generator())  # checks the batch's sizes first
     check_bool("progress", progress)
     from tqdm.auto import tqdm
 
@@ -199,7 +208,8 @@ def _train_lookup(num_heads, d_model, seed, steps, batch_size, lr, seq_len, voca
     when it returns True, training stops there. Returns ``(model, losses)``."""
     data = torch.Generator().manual_seed(10_000 + seed)
     losses: list[float] = []
-    with OneThread(), torch.random.fork_rng(devices=[]):
+    # Training records gradients whatever the caller's mode (inside torch.no_grad() or inference_mode() too).
+    with OneThread(), torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(seed)
         model = TinyLookupModel(vocab_size, seq_len, d_model, num_heads)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
@@ -240,8 +250,11 @@ def steps_to_solve(
     shows a tqdm bar.
     """
     check_positive_int("num_heads", num_heads)
-    check_positive_int("max_steps", max_steps)
+    check_steps("max_steps", max_steps)
     check_positive_int("every", every)
+    if every > max_steps:
+        raise ValueError(f"every={every} must be at most max_steps={max_steps}: the accuracy is checked after every "
+                         f"`every` steps, so a larger one would never check it")
     check_positive_int("num_examples", num_examples)
     check_seed("seed", seed)
     check_learning_rate("lr", lr, example="0.03")
@@ -268,6 +281,9 @@ def lookup_test_set(num_examples: int = 2000, seq_len: int = 8, vocab_size: int 
     """The fixed test sequences every evaluation uses: ``tokens (n, seq)``, ``targets (n, seq, 2)`` (seed 12345,
     which no training run uses)."""
     check_positive_int("num_examples", num_examples)
+    check_positive_int("seq_len", seq_len)
+    check_fits({"num_examples": num_examples, "seq_len": seq_len}, 40 * num_examples * seq_len, "the test set",
+               "notebook 08 tests on 2000 sequences of 8 tokens")
     return make_two_lookup_batch(num_examples, seq_len, vocab_size, generator=torch.Generator().manual_seed(12345))
 
 
@@ -412,6 +428,7 @@ def plot_lookup_heads(
     from matplotlib.patches import Patch, Rectangle
 
     check_float_tensor("weights", weights, ranks=(3, 4), layout="(num_heads, L, L) or (1, num_heads, L, L)")
+    check_has_values("weights", weights)
     check_tokens("labels", labels)
     check_str("title", title)
     check_bool("annot", annot)

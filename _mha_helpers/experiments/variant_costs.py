@@ -11,7 +11,7 @@ from ..common import OneThread
 from ..maths.attention import split_heads
 from ..maths.kv_cache import GroupedQuerySelfAttention, KVCache
 from ..maths.latent import MultiHeadLatentAttention
-from ..validation import check_divisible, check_positive_int
+from ..validation import check_divisible, check_fits, check_positive_int
 
 
 def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, latent_dim: int = 16,
@@ -29,6 +29,10 @@ def variant_costs(d_model: int = 64, num_heads: int = 8, num_kv_heads: int = 2, 
                         ("latent_dim", latent_dim), ("window", window), ("context", context)):
         check_positive_int(name, value)
     check_divisible(d_model, num_heads, d_name="d_model")
+    weights = 4 * d_model * d_model + 2 * d_model * (num_heads + num_kv_heads) * (d_model // num_heads)
+    check_fits({"d_model": d_model, "num_heads": num_heads, "num_kv_heads": num_kv_heads, "latent_dim": latent_dim,
+                "context": context}, 4 * (weights + 3 * d_model * latent_dim + 4 * context * (d_model + latent_dim)),
+               "the four layers and their caches", "notebook 11 uses d_model=64, 8 heads and a context of 32")
     head_dim, fp32 = d_model // num_heads, 4
     rows = []
     with torch.random.fork_rng(devices=[]), torch.no_grad(), OneThread():

@@ -17,6 +17,7 @@ from ..validation import (
     check_choice,
     check_device,
     check_divisible,
+    check_fits,
     check_float_tensor,
     check_leading_dims_broadcast,
     check_mask_dtype,
@@ -153,6 +154,8 @@ def causal_mask(
     check_positive_int("key_len", key_len)
     check_choice("align", align, _ALIGNMENTS)
     check_device("device", device)
+    check_fits({"seq_len": seq_len, "key_len": key_len}, 2 * seq_len * key_len, "the mask",
+               "the notebooks use up to a few thousand positions")
     offset = key_len - seq_len if align == "bottom_right" else 0  # how many keys come before query 0
     return torch.ones(seq_len, key_len, dtype=torch.bool, device=device).tril(diagonal=offset)  # (L, S)
 
@@ -170,6 +173,7 @@ def padding_mask(lengths: Sequence[int] | torch.Tensor, max_len: int | None = No
             raise ValueError(f"every length is 0 (lengths={lengths.tolist()}); pass max_len, the padded length")
         max_len = longest
     check_positive_int("max_len", max_len)
+    check_fits({"max_len": max_len}, 9 * len(lengths) * max_len, "the mask", "the notebooks pad to a few hundred")
     if max_len < longest:
         raise ValueError(
             f"max_len={max_len} is shorter than the longest sentence ({longest}); use max_len >= {longest} or None"

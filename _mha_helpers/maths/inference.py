@@ -18,9 +18,12 @@ from ..validation import (
     check_axes,
     check_bool_tensor,
     check_broadcasts_to,
+    check_finite,
     check_float_tensor,
+    check_has_values,
     check_instance,
     check_int_list,
+    check_layer_input,
     check_positive_int,
 )
 from .attention import causal_mask
@@ -42,7 +45,7 @@ def run_with_cache(
     with ``"new"`` (L, the queries), ``"past"`` (tokens already cached) and ``"keys"`` (S = past + L).
     """
     check_instance("layer", layer, GroupedQuerySelfAttention, "a GroupedQuerySelfAttention (notebook 09)")
-    check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
+    check_layer_input("x", x, layer.d_model, layer.W_q.weight)
     batch, T, _ = x.shape
     check_int_list("chunks", chunks, minimum=1, allow_empty=False,
                    what=f"a non-empty list of positive ints adding up to T={T}")
@@ -60,7 +63,12 @@ def run_with_cache(
 def query_positions_seen(mask: torch.Tensor) -> list[list[int]]:
     """For a boolean ``(L, S)`` mask (True = may attend), the key positions each query row may see."""
     check_bool_tensor("mask", mask, ranks=(2,), layout="(L, S)")
+    check_has_values("mask", mask)
     return [torch.nonzero(row).flatten().tolist() for row in mask]
+
+
+#: The largest L and S :func:`plot_causal_alignment` draws (it writes a mark in every cell).
+PLOT_MAX_LEN = 32
 
 
 def plot_causal_alignment(seq_len: int, key_len: int, ax: Axes | None = None) -> Figure:
@@ -70,8 +78,11 @@ def plot_causal_alignment(seq_len: int, key_len: int, ax: Axes | None = None) ->
     query i sees keys 0..i + S - L. Rows are labelled with the position each query has in the sequence when the
     queries are the last L tokens (the decoding case).
     """
-    check_positive_int("seq_len", seq_len)
-    check_positive_int("key_len", key_len)
+    for name, value in (("seq_len", seq_len), ("key_len", key_len)):
+        check_positive_int(name, value)
+        if value > PLOT_MAX_LEN:
+            raise ValueError(f"{name} must be at most {PLOT_MAX_LEN}: the figure marks every (query, key) cell, "
+                             f"got {name}={value}")
     check_axes("ax", ax)
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -162,13 +173,15 @@ def mask_forms(mask: torch.Tensor) -> dict[str, torch.Tensor]:
     ``"additive float"``: 0.0 where allowed, -inf where blocked (added to the scores; both functions accept it).
     """
     check_bool_tensor("mask", mask, layout="(True = may attend)")
-    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # (L, S): 0 or -inf
+    check_has_values("mask", mask)
+    additive = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf"))  # (L, S): 0 or -inf
     return {"sdpa bool": mask.clone(), "nn.MultiheadAttention bool": ~mask, "additive float": additive}
 
 
 def fully_masked_rows(mask: torch.Tensor) -> list[int]:
     """The query rows of a boolean ``(L, S)`` mask (True = may attend) that may attend to no key at all."""
     check_bool_tensor("mask", mask, ranks=(2,), layout="(L, S), True = may attend")
+    check_has_values("mask", mask)
     return torch.nonzero(~mask.any(dim=-1)).flatten().tolist()
 
 
@@ -178,6 +191,11 @@ def naive_masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     ``scores`` ``(..., L, S)`` floats; ``mask`` booleans (True = may attend) that broadcast to them.
     """
     check_float_tensor("scores", scores)
+    check_finite("scores", scores, allow_minus_inf=True)
     check_bool_tensor("mask", mask, layout="(True = may attend)")
+    check_has_values("mask", mask)
+    if mask.device != scores.device:
+        raise ValueError(f"mask is on {mask.device} but scores are on {scores.device}; move it with "
+                         f"mask.to('{scores.device}')")
     check_broadcasts_to("mask", mask, scores.shape, "the scores' shape")
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)

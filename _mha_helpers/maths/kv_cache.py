@@ -4,6 +4,9 @@ step-by-step decoding.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,15 +16,16 @@ from ..validation import (
     check_bool,
     check_divisible,
     check_factory_kwargs,
+    check_finite,
+    check_fits,
     check_float_tensor,
     check_instance,
-    check_like_parameters,
+    check_layer_input,
     check_mask_dtype,
     check_positive_int,
     check_qkv,
     check_scale,
     materialize_causal_bias,
-    sized_by,
 )
 from .attention import causal_mask, merge_heads, split_heads
 
@@ -61,9 +65,14 @@ def grouped_query_attention(
     aligned as there; pass one of them at most. ``scale`` defaults to 1/√head_dim.
     """
     _check_gqa_inputs(query, key, value, attn_mask, is_causal, scale)
+    attn_mask = _gqa_mask(attn_mask, is_causal, query.shape[2], key.shape[2], query)  # (L, S) or None
+    return _grouped_attention(query, key, value, attn_mask, scale)
+
+
+def _grouped_attention(query, key, value, attn_mask, scale=None) -> torch.Tensor:
+    """:func:`grouped_query_attention` on checked inputs, ``attn_mask`` an ``(L, S)`` mask or None."""
     batch, num_heads, L, head_dim = query.shape
-    num_kv_heads, S = key.shape[1], key.shape[2]
-    attn_mask = _gqa_mask(attn_mask, is_causal, L, S, query)  # (L, S) or None
+    num_kv_heads = key.shape[1]
     group = num_heads // num_kv_heads
     q = query.reshape(batch, num_kv_heads, group * L, head_dim)  # (batch, H, L, hd) -> (batch, H_kv, group·L, hd)
     if attn_mask is not None:
@@ -85,6 +94,8 @@ def _check_gqa_inputs(query, key, value, attn_mask, is_causal, scale) -> None:
             f"query {tuple(query.shape)}, got {tuple(key.shape)}"
         )
     check_qkv(query, key, value)  # one dtype, one device
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        check_finite(name, t)
     check_scale("scale", scale)
     for name, t in (("query", query), ("key", key)):
         if 0 in t.shape[2:]:
@@ -105,6 +116,40 @@ def _gqa_mask(attn_mask, is_causal: bool, L: int, S: int, query: torch.Tensor) -
         if tuple(attn_mask.shape) != (L, S):
             raise ValueError(f"attn_mask must be (L, S) = ({L}, {S}), got shape {tuple(attn_mask.shape)}")
     return attn_mask
+
+
+# ---- what a cache may be given (the layers of notebooks 09-11 check their cache with these) -----------------------
+
+
+def check_cache_like(name: str, x: torch.Tensor, stored: torch.Tensor) -> None:
+    """``x`` must have the dtype and the device of what a cache stores (``stored``): a cache writes into its own
+    tensors, so anything else would be converted silently (float64 rounded to float32, float16 widened)."""
+    if (x.dtype, x.device) != (stored.dtype, stored.device):
+        raise TypeError(f"{name} is {x.dtype} on {x.device} but the cache holds {stored.dtype} on {stored.device}; "
+                        f"use {name}.to({stored.dtype}) or build the cache with dtype={x.dtype}, device='{x.device}'")
+
+
+def check_cache_fits(cache: object, sizes: Mapping[str, tuple[int, int]], stored: torch.Tensor,
+                     parameter: torch.Tensor, new: int) -> None:
+    """The ``cache`` a layer is given (a cache of the right class) must be built for it and for x: each of ``sizes``
+    maps a name to (what the cache holds, what the layer and x need); ``stored`` is what the cache stores,
+    ``parameter`` one of the layer's weights, ``new`` the tokens x brings. The message names ``cache``, the caller's
+    argument (the keys or latents the cache would refuse are the layer's own)."""
+    wrong = {name: pair for name, pair in sizes.items() if pair[0] != pair[1]}
+    if wrong:
+        has = ", ".join(f"{name}={held}" for name, (held, _) in wrong.items())
+        need = ", ".join(f"{name}={needed}" for name, (_, needed) in wrong.items())
+        raise ValueError(f"cache was built for {has}, but this layer and x need {need}; build it with "
+                         f"layer.new_cache(batch, max_len)")
+    if stored.dtype != parameter.dtype:
+        raise TypeError(f"cache holds {stored.dtype} but the layer's parameters are {parameter.dtype}; build it with "
+                        f"layer.new_cache(batch, max_len), which takes the layer's dtype")
+    if stored.device != parameter.device:
+        raise ValueError(f"cache is on {stored.device} but the layer's parameters are on {parameter.device}; build it "
+                         f"with layer.new_cache(batch, max_len), which takes the layer's device")
+    if len(cache) + new > cache.max_len:
+        raise ValueError(f"cache is full: it holds max_len={cache.max_len} positions, {len(cache)} are filled and x "
+                         f"brings {new} more; build a larger one with layer.new_cache(batch, max_len)")
 
 
 def kv_cache_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, bytes_per_value: int = 2) -> int:
@@ -134,6 +179,9 @@ class KVCache:
             check_positive_int(name, value)
         check_factory_kwargs(device, dtype)
         shape = (batch, num_kv_heads, max_len, head_dim)
+        check_fits({"batch": batch, "num_kv_heads": num_kv_heads, "head_dim": head_dim, "max_len": max_len},
+                   2 * math.prod(shape) * (dtype or torch.get_default_dtype()).itemsize, "the cache's keys and values",
+                   "notebooks 09 and 10 cache a few sequences of at most a few hundred positions")
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.max_len = max_len
@@ -153,7 +201,10 @@ class KVCache:
         return 2 * b * h * self.length * d * self.keys.element_size()
 
     def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store ``key``, ``value`` ``(batch, num_kv_heads, T, head_dim)``; return all cached keys and values."""
+        """Store ``key``, ``value`` ``(batch, num_kv_heads, T, head_dim)``; return all cached keys and values.
+
+        Gradients flow through the cache: when autograd records, the cache is copied before it is written, so the
+        views handed out before stay as they were (an in-place write would break their backward pass)."""
         want = tuple(self.keys.shape[:2]) + (self.keys.shape[3],)
         for name, t in (("key", key), ("value", value)):
             check_float_tensor(name, t, ranks=(4,))
@@ -162,15 +213,20 @@ class KVCache:
                     f"{name} must be (batch, num_kv_heads, T, head_dim) = ({want[0]}, {want[1]}, T, {want[2]}), "
                     f"got {tuple(t.shape)}"
                 )
-            if (t.dtype, t.device) != (self.keys.dtype, self.keys.device):
-                raise TypeError(f"{name} is {t.dtype} on {t.device} but the cache holds {self.keys.dtype} on "
-                                f"{self.keys.device}; use {name}.to({self.keys.dtype}) or build the cache with "
-                                f"dtype={t.dtype}, device='{t.device}'")
+            check_cache_like(name, t, self.keys)
+            check_finite(name, t)
         T = key.shape[2]
         if value.shape[2] != T:
             raise ValueError(f"key and value must add the same number of positions, got {T} and {value.shape[2]}")
         if self.length + T > self.max_len:
             raise ValueError(f"the cache holds max_len={self.max_len} positions; {self.length} + {T} do not fit")
+        return self._write(key, value)
+
+    def _write(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`append` without its checks, for a layer that checked its input and this cache already."""
+        T = key.shape[2]
+        if torch.is_grad_enabled() and (key.requires_grad or value.requires_grad or self.keys.requires_grad):
+            self.keys, self.values = self.keys.clone(), self.values.clone()  # earlier views keep their values
         self.keys[:, :, self.length:self.length + T] = key
         self.values[:, :, self.length:self.length + T] = value
         self.length += T
@@ -196,11 +252,13 @@ class GroupedQuerySelfAttention(nn.Module):
         _check_gqa_heads(num_heads, num_kv_heads)
         self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
-        with sized_by("d_model", d_model):
-            self.W_q = nn.Linear(d_model, d_model, bias=False)
-            self.W_k = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
-            self.W_v = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
-            self.W_o = nn.Linear(d_model, d_model, bias=False)
+        params = 2 * d_model * d_model + 2 * d_model * num_kv_heads * self.head_dim
+        check_fits({"d_model": d_model, "num_kv_heads": num_kv_heads}, params * torch.get_default_dtype().itemsize,
+                   "the layer's weights", "the notebooks use d_model up to a few hundred")
+        self.W_q = nn.Linear(d_model, d_model, bias=False)
+        self.W_k = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
+        self.W_v = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=False)
+        self.W_o = nn.Linear(d_model, d_model, bias=False)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty :class:`KVCache` for this layer's K/V heads, on its device and dtype."""
@@ -209,25 +267,24 @@ class GroupedQuerySelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
-        check_float_tensor("x", x, ranks=(3,))
-        check_like_parameters("x", x, self.W_q.weight, "layer")
-        check_instance("cache", cache, KVCache, "a KVCache (layer.new_cache(batch, max_len))", allow_none=True)
-        batch, T, features = x.shape
-        if T == 0:
-            raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): x must be (batch, T >= 1, {self.d_model})")
-        if features != self.d_model:
-            raise ValueError(f"x has {features} features (shape {tuple(x.shape)}) but the layer has d_model={self.d_model}")
+        check_layer_input("x", x, self.d_model, self.W_q.weight)
+        batch, T, _ = x.shape
+        if cache is not None:
+            check_instance("cache", cache, KVCache, "a KVCache (layer.new_cache(batch, max_len))")
+            b, h, _, d = cache.keys.shape
+            check_cache_fits(cache, {"batch": (b, batch), "num_kv_heads": (h, self.num_kv_heads),
+                                     "head_dim": (d, self.head_dim)}, cache.keys, self.W_k.weight, T)
         q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
         k = split_heads(self.W_k(x), self.num_kv_heads)  # (batch, T, H_kv·hd) -> (batch, H_kv, T, hd)
         v = split_heads(self.W_v(x), self.num_kv_heads)  # (batch, T, H_kv·hd) -> (batch, H_kv, T, hd)
         if cache is None:
-            heads = grouped_query_attention(q, k, v, is_causal=True)  # (batch, H, T, hd)
+            heads = _grouped_attention(q, k, v, causal_mask(T, device=x.device))  # (batch, H, T, hd)
         else:
             past = len(cache)
-            k, v = cache.append(k, v)  # (batch, H_kv, past + T, hd): the old keys and values are not recomputed
+            k, v = cache._write(k, v)  # (batch, H_kv, past + T, hd): the old keys and values are not recomputed
             # New token t (position past + t) may see keys 0..past + t: causal, aligned to the END of the cache.
             mask = causal_mask(T, past + T, device=x.device, align="bottom_right")  # (T, past + T)
-            heads = grouped_query_attention(q, k, v, attn_mask=None if T == 1 else mask)  # one token sees all
+            heads = _grouped_attention(q, k, v, None if T == 1 else mask)  # one new token sees every key
         return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
 
@@ -239,11 +296,9 @@ def decode_step_by_step(layer: GroupedQuerySelfAttention, x: torch.Tensor, use_c
     ``(batch, T, d_model)``, equal to ``layer(x)``.
     """
     check_instance("layer", layer, GroupedQuerySelfAttention, "a GroupedQuerySelfAttention")
-    check_float_tensor("x", x, ranks=(3,))
+    check_layer_input("x", x, layer.d_model, layer.W_q.weight)
     check_bool("use_cache", use_cache)
     batch, T, _ = x.shape
-    if T == 0:
-        raise ValueError(f"x has no tokens (shape {tuple(x.shape)}): decode at least one, x of shape (batch, T>=1, d_model)")
     outputs = []
     cache = layer.new_cache(batch, T) if use_cache else None
     for t in range(T):

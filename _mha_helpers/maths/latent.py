@@ -16,12 +16,16 @@ from torch import nn
 from ..validation import (
     check_divisible,
     check_factory_kwargs,
+    check_finite,
+    check_fits,
     check_float_tensor,
     check_instance,
     check_int,
+    check_layer_input,
     check_positive_int,
 )
 from .attention import causal_mask, merge_heads, split_heads
+from .kv_cache import check_cache_fits, check_cache_like
 
 # ---- multi-head latent attention (DeepSeek-AI 2024, DeepSeek-V2) -----------------------------------------------
 
@@ -39,6 +43,9 @@ class LatentCache:
         for name, value in (("batch", batch), ("latent_dim", latent_dim), ("max_len", max_len)):
             check_positive_int(name, value)
         check_factory_kwargs(device, dtype)
+        check_fits({"batch": batch, "latent_dim": latent_dim, "max_len": max_len},
+                   batch * max_len * latent_dim * (dtype or torch.get_default_dtype()).itemsize, "the cache's latents",
+                   "notebook 11 caches a few sequences of at most a few hundred positions")
         self.latents = torch.zeros(batch, max_len, latent_dim, dtype=dtype, device=device)
         self.max_len, self.length = max_len, 0
 
@@ -56,14 +63,27 @@ class LatentCache:
         return b * self.length * c * self.latents.element_size()
 
     def append(self, latent: torch.Tensor) -> torch.Tensor:
-        """Store ``latent`` ``(batch, T, latent_dim)``; return every cached latent ``(batch, len, latent_dim)``."""
+        """Store ``latent`` ``(batch, T, latent_dim)``; return every cached latent ``(batch, len, latent_dim)``.
+
+        ``latent`` must have the cache's dtype and device (nothing is converted silently). Gradients flow through
+        the cache: when autograd records, it is copied before it is written, so the views handed out before keep
+        their values."""
         check_float_tensor("latent", latent, ranks=(3,), layout="(batch, T, latent_dim)")
         b, _, c = self.latents.shape
         if latent.shape[0] != b or latent.shape[2] != c:
             raise ValueError(f"latent must be (batch, T, latent_dim) = ({b}, T, {c}), got {tuple(latent.shape)}")
+        check_cache_like("latent", latent, self.latents)
+        check_finite("latent", latent)
         T = latent.shape[1]
         if self.length + T > self.max_len:
             raise ValueError(f"the cache holds max_len={self.max_len} positions; {self.length} + {T} do not fit")
+        return self._write(latent)
+
+    def _write(self, latent: torch.Tensor) -> torch.Tensor:
+        """:meth:`append` without its checks, for a layer that checked its input and this cache already."""
+        T = latent.shape[1]
+        if torch.is_grad_enabled() and (latent.requires_grad or self.latents.requires_grad):
+            self.latents = self.latents.clone()  # earlier views keep their values
         self.latents[:, self.length:self.length + T] = latent
         self.length += T
         return self.latents[:, : self.length]  # a view, no copy
@@ -101,6 +121,9 @@ class MultiHeadLatentAttention(nn.Module):
         check_divisible(d_model, num_heads, d_name="d_model")
         self.d_model, self.num_heads, self.latent_dim = d_model, num_heads, latent_dim
         self.head_dim = d_model // num_heads
+        check_fits({"d_model": d_model, "latent_dim": latent_dim},
+                   (2 * d_model * d_model + 3 * d_model * latent_dim) * torch.get_default_dtype().itemsize,
+                   "the layer's weights", "notebook 11 uses d_model and latent_dim up to a few hundred")
         self.W_q = nn.Linear(d_model, d_model, bias=False)
         self.W_dkv = nn.Linear(d_model, latent_dim, bias=False)  # down-projection: the only thing cached
         self.W_uk = nn.Linear(latent_dim, d_model, bias=False)  # up-projection to every head's keys
@@ -117,26 +140,31 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.W_dkv.weight
         return LatentCache(batch, self.latent_dim, max_len, dtype=w.dtype, device=w.device)
 
-    def _check_x(self, x: torch.Tensor) -> None:
-        check_float_tensor("x", x, ranks=(3,), layout="(batch, T, d_model)")
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x has {x.shape[-1]} features (shape {tuple(x.shape)}) but the layer has "
-                             f"d_model={self.d_model}")
+    def _check_x(self, x: torch.Tensor, cache: LatentCache | None) -> None:
+        check_layer_input("x", x, self.d_model, self.W_q.weight)
+        if cache is not None:
+            check_instance("cache", cache, LatentCache, "a LatentCache (layer.new_cache(batch, max_len))")
+            b, _, c = cache.latents.shape
+            check_cache_fits(cache, {"batch": (b, x.shape[0]), "latent_dim": (c, self.latent_dim)}, cache.latents,
+                             self.W_dkv.weight, x.shape[1])
 
     def _latents_and_mask(self, x: torch.Tensor, cache: LatentCache | None):
         """The latents every new query sees ``(batch, S, latent_dim)`` and the ``(T, S)`` mask (None = causal)."""
         c = self.W_dkv(x)  # (batch, T, d_model) -> (batch, T, latent_dim)
         if cache is None:
             return c, None
-        check_instance("cache", cache, LatentCache, "a LatentCache (layer.new_cache(batch, max_len))")
         T, past = x.shape[1], len(cache)
-        c = cache.append(c)  # (batch, past + T, latent_dim): earlier latents are read, not recomputed
+        c = cache._write(c)  # (batch, past + T, latent_dim): earlier latents are read, not recomputed
         # New token t (position past + t) may see positions 0 .. past + t: causal, aligned to the END of the cache.
         mask = causal_mask(T, past + T, device=x.device, align="bottom_right")  # (T, past + T)
         return c, mask
 
     def up_project(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild every head's keys and values from latents ``(batch, S, latent_dim)``: two ``(batch, H, S, hd)``."""
+        check_layer_input("latents", latents, self.latent_dim, self.W_uk.weight, features="latent_dim")
+        return self._up_project(latents)
+
+    def _up_project(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = split_heads(self.W_uk(latents), self.num_heads)  # (batch, S, d_model) -> (batch, H, S, hd)
         v = split_heads(self.W_uv(latents), self.num_heads)  # (batch, S, d_model) -> (batch, H, S, hd)
         return k, v
@@ -152,10 +180,10 @@ class MultiHeadLatentAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
         """x ``(batch, T, d_model)`` -> ``(batch, T, d_model)``; with ``cache``, x holds only the new tokens."""
-        self._check_x(x)
+        self._check_x(x, cache)
         c, mask = self._latents_and_mask(x, cache)  # (batch, S, latent_dim)
         q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
-        k, v = self.up_project(c)  # (batch, H, S, hd) each, rebuilt from the latents
+        k, v = self._up_project(c)  # (batch, H, S, hd) each, rebuilt from the latents
         heads = self._attend(q, k, v, mask)  # (batch, H, T, hd)
         return self.W_o(merge_heads(heads))  # (batch, H, T, hd) -> (batch, T, d_model) -> W_o
 
@@ -167,7 +195,7 @@ class MultiHeadLatentAttention(nn.Module):
         values = latents). The weighted sum of latents is then lifted by ``W_uv,h`` (which could be folded into W_o).
         The score scale stays ``1/sqrt(head_dim)``.
         """
-        self._check_x(x)
+        self._check_x(x, cache)
         c, mask = self._latents_and_mask(x, cache)  # (batch, S, latent_dim)
         q = split_heads(self.W_q(x), self.num_heads)  # (batch, T, d_model) -> (batch, H, T, hd)
         W_uk = self.W_uk.weight.view(self.num_heads, self.head_dim, self.latent_dim)  # (d, c) -> (H, hd, c)

@@ -14,9 +14,9 @@ from ..validation import (
     check_bool,
     check_divisible,
     check_factory_kwargs,
+    check_fits,
     check_positive_int,
     check_probability,
-    sized_by,
 )
 from . import torch_compat
 from .attention import merge_heads, scaled_dot_product_attention, split_heads
@@ -98,11 +98,13 @@ class MultiHeadAttention(nn.Module):
         self.has_bias = bias
 
         factory = {"device": device, "dtype": dtype}
-        with sized_by("embed_dim", max(embed_dim, self.kdim, self.vdim)):  # a clear error for e.g. 10**6
-            self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # d_model -> num_heads * head_dim
-            self.W_k = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)  # kdim    -> num_heads * head_dim
-            self.W_v = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)  # vdim    -> num_heads * head_dim
-            self.W_o = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # concatenated heads -> d_model
+        check_fits({"embed_dim": embed_dim, "kdim": self.kdim, "vdim": self.vdim},
+                   embed_dim * (2 * embed_dim + self.kdim + self.vdim + 4) * (dtype or torch.get_default_dtype()).itemsize,
+                   "the weights", "the notebooks use embed_dim up to a few hundred")
+        self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # d_model -> num_heads * head_dim
+        self.W_k = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)  # kdim    -> num_heads * head_dim
+        self.W_v = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)  # vdim    -> num_heads * head_dim
+        self.W_o = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)  # concatenated heads -> d_model
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:

@@ -9,7 +9,15 @@ import math
 import torch
 from matplotlib.axes import Axes
 
-from ..validation import check_axes, check_bool, check_float_tensor, check_positive_int, check_qkv, check_scale
+from ..validation import (
+    check_axes,
+    check_bool,
+    check_float_tensor,
+    check_has_values,
+    check_positive_int,
+    check_qkv,
+    check_scale,
+)
 
 
 def _causal_block_hidden(i0: int, i1: int, j0: int, j1: int, device: torch.device) -> torch.Tensor:
@@ -195,6 +203,7 @@ def online_softmax_steps(x: torch.Tensor, block_size: int) -> list[dict[str, obj
     The softmax is then ``exp(x - m) / l`` with the final m and l.
     """
     check_float_tensor("x", x, ranks=(1,))
+    check_has_values("x", x)
     if x.numel() == 0:
         raise ValueError("x is empty (shape (0,)): pass at least one score")
     check_positive_int("block_size", block_size)

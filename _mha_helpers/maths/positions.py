@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import torch
 
-from ..validation import check_broadcasts_to, check_float_tensor, check_list, check_number, check_positive_int
+from ..validation import (
+    check_broadcasts_to,
+    check_finite,
+    check_fits,
+    check_float_tensor,
+    check_list,
+    check_number,
+    check_positive_int,
+)
 
 # ---- RoPE (Su et al. 2021, RoFormer) ----------------------------------------------------------------------------
 
@@ -27,6 +35,7 @@ def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     check_positive_int("head_dim", head_dim)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (RoPE rotates pairs of features), got head_dim={head_dim}")
+    check_fits({"head_dim": head_dim}, head_dim * 8, "the frequencies", "the notebooks use head_dim up to 128")
     base = check_number("base", base, minimum=1, above_minimum=True, what="a positive float such as 10000.0",
                         rule="a finite number > 1 (the paper uses 10000.0)")
     i = torch.arange(0, head_dim, 2, dtype=torch.float64)  # 0, 2, 4, ...: twice the pair index
@@ -77,6 +86,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor | Sequence[int] | None = None,
     check_float_tensor("x", x, layout="(..., seq, head_dim)")
     if x.dim() < 2:
         raise ValueError(f"x must be (..., seq, head_dim), at least 2-D, got shape {tuple(x.shape)}")
+    check_finite("x", x)
     head_dim = x.shape[-1]
     if head_dim == 0 or head_dim % 2:
         raise ValueError(f"x's last dim (head_dim) must be even and > 0: RoPE rotates feature pairs; got {head_dim}")
@@ -108,6 +118,7 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     slopes of 8 heads, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
     """
     check_positive_int("num_heads", num_heads)
+    check_fits({"num_heads": num_heads}, num_heads * 8, "the slopes", "the notebooks use up to 16 heads")
     p = 1 << (num_heads.bit_length() - 1)  # the largest power of two <= num_heads
     slopes = _geometric_slopes(p)
     if p < num_heads:
@@ -128,5 +139,7 @@ def alibi_bias(num_heads: int, L: int, S: int) -> torch.Tensor:
     check_positive_int("num_heads", num_heads)
     check_positive_int("L", L)
     check_positive_int("S", S)
+    check_fits({"num_heads": num_heads, "L": L, "S": S}, (num_heads + 2) * L * S * 4, "the bias",
+               "notebook 11 uses up to 8 heads and a few hundred positions")
     distance = (torch.arange(L)[:, None] - torch.arange(S)[None, :]).abs().float()  # (L, S): |i - j|
     return -alibi_slopes(num_heads)[:, None, None] * distance  # (H, 1, 1) * (L, S) -> (H, L, S)

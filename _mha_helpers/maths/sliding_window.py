@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..validation import check_float_tensor, check_positive_int
+from ..validation import check_finite, check_fits, check_float_tensor, check_positive_int, check_qkv
 
 # ---- sliding-window attention -----------------------------------------------------------------------------------
 
@@ -28,6 +28,9 @@ def sliding_window_mask(seq_len: int, window: int, key_len: int | None = None) -
     check_positive_int("window", window)
     key_len = seq_len if key_len is None else key_len
     check_positive_int("key_len", key_len)
+    check_fits({"seq_len": seq_len, "key_len": key_len}, 9 * seq_len * key_len, "the mask",
+               "notebook 11 uses up to a few thousand positions")
+    window = min(window, seq_len)  # a longer window sees no more keys (and 2**70 would not fit in a tensor)
     offset = torch.arange(seq_len)[:, None] - torch.arange(key_len)[None, :]  # (L, S): i - j
     return (offset >= 0) & (offset < window)  # (L, S): the past `window` keys, this one included
 
@@ -48,9 +51,15 @@ def sliding_window_attention(query: torch.Tensor, key: torch.Tensor, value: torc
     if key.shape != query.shape or value.shape[:-1] != query.shape[:-1]:
         raise ValueError(f"query, key and value must share (..., seq): self-attention; got {tuple(query.shape)}, "
                          f"{tuple(key.shape)}, {tuple(value.shape)}")
+    check_qkv(query, key, value)  # one dtype, one device
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if 0 in t.shape[-2:]:
+            raise ValueError(f"{name} has an empty dim (shape {tuple(t.shape)}): seq and head_dim must be at least 1")
+        check_finite(name, t)
     check_positive_int("window", window)
     check_positive_int("block_size", block_size)
     seq = query.shape[-2]
+    window = min(window, seq)  # a longer window sees no more keys
     outputs = []
     for i0 in range(0, seq, block_size):
         i1 = min(i0 + block_size, seq)

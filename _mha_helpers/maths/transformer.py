@@ -10,6 +10,7 @@ from torch import nn
 from ..common import toy_embeddings
 from ..validation import (
     check_bool,
+    check_fits,
     check_float_tensor,
     check_like_parameters,
     check_list,
@@ -18,7 +19,6 @@ from ..validation import (
     check_seed,
     check_str,
     check_tokens,
-    sized_by,
 )
 from .attention import padding_mask
 from .mha import MultiHeadAttention
@@ -63,22 +63,23 @@ class TransformerBlock(nn.Module):
         if memory_dim is not None:
             check_positive_int("memory_dim", memory_dim)
         check_bool("norm_first", norm_first)
+        memory = memory_dim or 0
+        check_fits({"d_model": d_model, "d_ff": d_ff, "memory_dim": memory_dim},
+                   d_model * (8 * d_model + 2 * d_ff + 2 * memory + 16) * torch.get_default_dtype().itemsize,
+                   "the block's weights", "notebook 07 uses d_model up to a few hundred and d_ff = 4 * d_model")
         self.d_model, self.d_ff, self.memory_dim, self.norm_first = d_model, d_ff, memory_dim, norm_first
         # MultiHeadAttention checks num_heads (a positive divisor of d_model) and dropout.
         # Sub-modules in the order the data meets them (pre-norm): norm, attention, [norm, cross-attention], norm, MLP.
-        with sized_by("d_model", d_model):  # a clear error for e.g. d_model=10**6
-            self.norm1 = nn.LayerNorm(d_model)
-            self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
-            self.cross_attn = None
-            if memory_dim is not None:
-                self.norm_cross = nn.LayerNorm(d_model)
-                self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, kdim=memory_dim,
-                                                     vdim=memory_dim)
-            self.norm2 = nn.LayerNorm(d_model)
-        with sized_by("d_ff", d_ff):
-            self.mlp = nn.Sequential(
-                nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
-            )  # (..., d_model) -> (..., d_ff) -> (..., d_model), position by position
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.cross_attn = None
+        if memory_dim is not None:
+            self.norm_cross = nn.LayerNorm(d_model)
+            self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, kdim=memory_dim, vdim=memory_dim)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+        )  # (..., d_model) -> (..., d_ff) -> (..., d_model), position by position
         self.drop = nn.Dropout(dropout)  # on each sub-layer's output, before it joins the residual
 
     @property
@@ -187,6 +188,8 @@ def toy_batch(
     check_str("pad", pad, "a string (the label of padding positions)")
     lengths = [len(s) for s in sentences]
     longest = max(lengths)
+    check_fits({"d_model": d_model}, 8 * len(sentences) * longest * d_model, "the embeddings",
+               "notebook 07 uses d_model up to a few hundred")
     x = torch.zeros(len(sentences), longest, d_model)  # (batch, max_len, d_model), zeros = padding
     for b, sentence in enumerate(sentences):
         x[b, : len(sentence)] = toy_embeddings(list(sentence), d_model=d_model, seed=seed)[0]  # (len, d_model)

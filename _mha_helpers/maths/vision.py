@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..common import sinusoidal_positions
-from ..validation import check_float_tensor, check_index, check_positive_int, check_str
+from ..validation import check_fits, check_float_tensor, check_has_values, check_index, check_positive_int, check_str
 
 #: The colours of the toy image's shapes (RGB in [0, 1]).
 SHAPE_COLOURS = {"red square": (0.90, 0.20, 0.20), "green disk": (0.20, 0.75, 0.30), "blue bar": (0.20, 0.35, 0.90)}
@@ -24,6 +24,7 @@ def toy_image(size: int = 24) -> torch.Tensor:
     check_positive_int("size", size)
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels to hold three shapes, got size={size}")
+    check_fits({"size": size}, 24 * size * size, "the image", "notebook 07 draws images of 24 to 64 pixels")
     image = torch.full((3, size, size), 0.15)  # (channels, height, width), dark grey
     rows = torch.arange(size, dtype=torch.float32)[:, None]  # (size, 1)
     cols = torch.arange(size, dtype=torch.float32)[None, :]  # (1, size)
@@ -70,6 +71,8 @@ def positions_2d(grid_h: int, grid_w: int, d_model: int) -> torch.Tensor:
         check_positive_int(name, value)
     if d_model % 2:
         raise ValueError(f"d_model must be even (half for rows, half for columns), got d_model={d_model}")
+    check_fits({"grid_h": grid_h, "grid_w": grid_w, "d_model": d_model}, 16 * grid_h * grid_w * d_model,
+               "the positions", "notebook 07 uses grids of a few patches a side")
     half = d_model // 2
     row = sinusoidal_positions(grid_h, half)  # (grid_h, half)
     col = sinusoidal_positions(grid_w, half)  # (grid_w, half)
@@ -96,6 +99,10 @@ class PatchEmbedding(nn.Module):
             check_positive_int(name, value)
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
+        grid = image_size // patch_size
+        check_fits({"image_size": image_size, "patch_size": patch_size, "d_model": d_model, "channels": channels},
+                   4 * d_model * (channels * patch_size * patch_size + 2 * grid * grid + 2), "the weights and positions",
+                   "notebook 07 uses images of 24 to 64 pixels and d_model up to a few hundred")
         self.image_size, self.patch_size, self.d_model, self.channels = image_size, patch_size, d_model, channels
         self.grid = image_size // patch_size
         self.W_patch = nn.Linear(channels * patch_size * patch_size, d_model)
@@ -137,6 +144,7 @@ def plot_patch_tokens(image: torch.Tensor, patch_size: int, tokens: torch.Tensor
     import matplotlib.pyplot as plt
 
     check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
+    check_has_values("image", image)
     if tokens is not None:
         check_float_tensor("tokens", tokens, ranks=(2,), layout="(1 + num_patches, d_model)")
     patches = patchify(image, patch_size)  # (num_patches, C·p·p)
@@ -184,6 +192,8 @@ def plot_patch_attention(weights: torch.Tensor, image: torch.Tensor, patch_size:
 
     check_float_tensor("weights", weights, ranks=(3,), layout="(num_heads, 1 + num_patches, 1 + num_patches)")
     check_float_tensor("image", image, ranks=(3,), layout="(3, H, W)")
+    check_has_values("weights", weights)
+    check_has_values("image", image)
     check_positive_int("patch_size", patch_size)
     if title is not None:
         check_str("title", title)
@@ -191,7 +201,8 @@ def plot_patch_attention(weights: torch.Tensor, image: torch.Tensor, patch_size:
     H, W = image.shape[1:]
     gh, gw = H // patch_size, W // patch_size
     if T != 1 + gh * gw:
-        raise ValueError(f"weights cover {T} tokens but the image has 1 + {gh * gw} (class token + patches)")
+        raise ValueError(f"weights cover {T} tokens but the image of {H} x {W} pixels cut into patches of patch_size="
+                         f"{patch_size} has 1 + {gh * gw} (class token + patches)")
     check_index("query", query, T, "a token index (0 = the class token) in")
     row = weights[:, query].detach()  # (num_heads, 1 + num_patches)
     fig, axes = plt.subplots(1, num_heads, figsize=(2.6 * num_heads, 3.0))

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from ..maths.attention import causal_mask, scaled_dot_product_attention
 from ..maths.inference import fully_masked_rows, mask_forms, naive_masked_softmax
-from ..validation import check_index, check_instance, check_positive_int, check_seed
+from ..validation import check_fits, check_index, check_instance, check_positive_int, check_seed
 from .base import LiveWidget, error_html, html_output, vbox
 from .states import Control, States, every_combination
 
@@ -67,6 +67,7 @@ class MaskEditor(LiveWidget):
         check_seed("seed", seed)
         if seq_len > 8 or key_len > 12:
             raise ValueError(f"the editor is for small grids: seq_len <= 8 and key_len <= 12, got ({seq_len}, {key_len})")
+        check_fits({"head_dim": head_dim}, 80 * head_dim, "the editor's queries and keys", "the editor uses head_dim=4")
         self.L, self.S = seq_len, key_len
         g = torch.Generator().manual_seed(seed)
         self.query = torch.randn(seq_len, head_dim, generator=g)  # (L, head_dim), fixed for the editor's life

@@ -833,10 +833,10 @@ def test_head_influence_with_a_mix_of_the_wrong_width():
 @pytest.mark.parametrize(
     ("build", "fragment"),
     [
-        (lambda: mh.MultiHeadAttention(10**6, 2), "embed_dim=1000000 needs more memory"),
-        (lambda: mh.GroupedQuerySelfAttention(10**6, 4, 2), "d_model=1000000 needs more memory"),
-        (lambda: mh.TransformerBlock(10**6, 2), "d_model=1000000 needs more memory"),
-        (lambda: mh.TransformerBlock(8, 2, d_ff=10**12), "d_ff=1000000000000 needs more memory"),
+        (lambda: mh.MultiHeadAttention(10**6, 2), "embed_dim=1000000, kdim=1000000, vdim=1000000 would need"),
+        (lambda: mh.GroupedQuerySelfAttention(10**6, 4, 2), "d_model=1000000, num_kv_heads=2 would need"),
+        (lambda: mh.TransformerBlock(10**6, 2), "d_model=1000000, d_ff=4000000 would need"),
+        (lambda: mh.TransformerBlock(8, 2, d_ff=10**12), "d_model=8, d_ff=1000000000000 would need"),
         (lambda: mh.explorer_module(10**6), "d_model=1000000 needs more memory"),
     ],
 )

@@ -189,7 +189,7 @@ def test_sentence_box(explorer):
     explorer.sentence.value = "<b>bold</b> &"
     assert "<b>bold</b>" not in explorer.table.value, "typed words are escaped in the HTML table"
     explorer.sentence.value = " ".join(mh.SENTENCE)
-    assert explorer.tokens == mh.SENTENCE
+    assert explorer.tokens == list(mh.SENTENCE)
 
 
 def test_one_word_sentence_does_not_break(explorer):
