@@ -1,86 +1,79 @@
 """mha_helpers: the one import of the Multi-Head Attention notebooks, ``import mha_helpers as mh``.
 
-This file is only the map. The code lives beside it in ``_mha_helpers/``, one readable file per topic, in the order
-of the series; ``checkers/`` there holds each notebook's exercise checkers. To read a name's code, open the file
-this table names (or type ``mh.split_heads??`` in a notebook).
+This file is only the map. The code lives in ``_mha_helpers/``, by kind: ``maths/`` (attention and the modules built
+on it), ``experiments/`` (what the notebooks train and measure), ``widgets/``, ``lessons/`` (13's bug hunt) and
+``checkers/`` (exercises, one file per notebook); ``common.py``, ``figures.py`` and ``validation.py`` beside them.
+To read a name's code, open the file the table names (or type ``mh.split_heads??`` in a notebook).
 
-=========================  =================  ====================================================================
-notebook                   file               names the notebook uses
-=========================  =================  ====================================================================
-00 start here              common.py          get_device, valid_head_counts, SENTENCE
-                           figures.py         plot_attention
-01 Q/K/V projections       common.py          toy_embeddings (sinusoidal_positions inside it)
-                           figures.py         plot_soft_lookup
-                           maths/mha.py             MultiHeadAttention
-                           checkers/nb01.py   check_project_qkv, check_soft_lookup
-02 scaled dot-product      maths/attention.py       scaled_dot_product_attention
-                           checkers/nb02.py   check_softmax, check_attention
-03 masking                 maths/attention.py       causal_mask, padding_mask
-                           checkers/nb03.py   check_causal_mask, check_padding_to_attn_mask, check_masked_attention
-04 splitting into heads    maths/attention.py       split_heads, merge_heads
-                           figures.py         plot_heads
-                           widgets/head_explorer.py   head_explorer, plot_head_explorer
-                           checkers/nb04.py   check_split_heads, check_head_weight
-05 concat and W_o          figures.py         head_influence, plot_head_influence
-                           maths/mha.py             MultiHeadAttention (and maths/torch_compat.py behind it)
-                           checkers/nb05.py   check_merge_heads, check_mha_forward
-06 exploring heads         widgets/head_explorer.py   explorer_module, resplit_heads, head_attention_maps, HeadExplorer,
-                                              EXPLORER_MAX_TOKENS
-                           widgets/head_maps.py       attention_entropy, previous_token_share (and the explorer's figure)
-                           checkers/nb06.py   check_head_dims, check_head_entropy, check_previous_token_share
-07 MHA in Transformers     maths/transformer.py     TransformerBlock, toy_batch
-                           maths/vision.py          toy_image, patchify, positions_2d, PatchEmbedding,
-                                              plot_patch_tokens, plot_patch_attention
-                           checkers/nb07.py   check_pre_norm_sublayer, check_causal_padding_mask
-08 what heads learn        experiments/lookup.py          LOOKUP_PATTERNS, IGNORE_INDEX, lookup_letters, two_lookup_targets,
-                                              make_two_lookup_batch, TinyLookupModel, heads_switched_off,
-                                              train_lookup_model, lookup_test_set, lookup_accuracy,
-                                              lookup_attention, attention_shares, ablation_table,
-                                              head_count_sweep, stored_head_count_sweep (experiments/lookup_reference.py),
-                                              sweep_summary, plot_lookup_heads, plot_head_sweep, steps_to_solve
-                           checkers/nb08.py   check_lookup_targets, check_previous_share, check_switch_off_head
-09 what heads cost         experiments/cost.py            attention_flops, count_matmul_flops, attention_map_bytes,
-                                              median_seconds, sdpa_kernel_used
-                           experiments/memory.py          MEMORY_METHODS, measure_peak_memory
-                           maths/online_softmax.py  online_softmax_attention, online_softmax_steps, plot_block_schedule
-                           maths/kv_cache.py        grouped_query_attention, kv_cache_bytes_per_token, KVCache,
-                                              GroupedQuerySelfAttention, decode_step_by_step
-                           checkers/nb09.py   check_online_softmax, check_kv_cache_bytes
-10 attention at inference  maths/attention.py       causal_mask(..., align="bottom_right")
-                           maths/inference.py       run_with_cache, query_positions_seen, plot_causal_alignment,
-                                              decode_cost, mask_forms, fully_masked_rows, naive_masked_softmax
-                           widgets/mask_editor.py   MaskEditor, mask_editor, plot_mask_editor
-                           checkers/nb10.py   check_bottom_right_mask, check_cached_attention
-11 attention variants      maths/positions.py       rope, rope_frequencies, alibi_slopes, alibi_bias
-                           maths/sliding_window.py  sliding_window_mask, sliding_window_attention
-                           maths/latent.py          LatentCache, MultiHeadLatentAttention, latent_cache_bytes_per_token
-                           experiments/variant_costs.py   variant_costs
-                           widgets/cost_meter.py    VariantCostMeter, variant_cost_meter, plot_variant_cost_meter
-                           checkers/nb11.py   check_rope, check_alibi_slopes, check_sliding_window_mask,
-                                              check_latent_cache_bytes
-12 heads that compose      experiments/induction.py       PERIOD_RANGE, repeated_sequences, occurrence_masks, InductionModel,
-                                              induction_maps, previous_token_scores, induction_scores,
-                                              induction_test_set, induction_example, induction_letters,
-                                              occurrence_losses, InductionHistory, train_induction_model,
-                                              circuit_heads, induction_ablation, plot_occurrence_losses,
-                                              plot_head_scores, plot_circuit_maps, plot_snapshot_strip,
-                                              stored_one_layer_run (its numbers are stored in
-                                              experiments/induction_reference.py); heads_switched_off from experiments/lookup.py
-                           widgets/training_replay.py   TrainingReplay
-                           experiments/induction_paths.py  path_ablation, path_ablated_forward, ABLATION_PATHS
-                           checkers/nb12.py   check_previous_token_score, check_induction_score,
-                                              check_head_to_switch_off
-13 bug hunt                lessons/audit.py           audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes in lessons/audit_probes.py)
-                           lessons/bug_zoo.py         BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug,
-                                              zoo_table, ZooTable
-                           checkers/nb13.py   check_fix_fill_value, check_fix_padding_heads, check_fix_gpt_block
-every checker              checkers/core.py   exercise_checker, CheckResult
-=========================  =================  ====================================================================
+==  ========================  =============================================================================
+nb  file                      names the notebook adds
+==  ========================  =============================================================================
+00  common.py                 get_device, valid_head_counts, SENTENCE; figures.py: plot_attention
+01  common.py                 toy_embeddings, sinusoidal_positions; figures.py: plot_soft_lookup
+    maths/mha.py              MultiHeadAttention (maths/torch_compat.py behind it)
+02  maths/attention.py        scaled_dot_product_attention
+03  maths/attention.py        causal_mask, padding_mask
+04  maths/attention.py        split_heads, merge_heads; figures.py: plot_heads
+    widgets/head_explorer.py  head_explorer, plot_head_explorer
+05  figures.py                head_influence, plot_head_influence
+06  widgets/head_explorer.py  explorer_module, resplit_heads, head_attention_maps, HeadExplorer, EXPLORER_MAX_TOKENS
+    widgets/head_maps.py      attention_entropy, previous_token_share (and the explorer's figure)
+07  maths/transformer.py      TransformerBlock, toy_batch
+    maths/vision.py           toy_image, patchify, positions_2d, PatchEmbedding, plot_patch_tokens, plot_patch_attention
+08  experiments/lookup.py     LOOKUP_PATTERNS, IGNORE_INDEX, lookup_letters, two_lookup_targets, make_two_lookup_batch,
+                              TinyLookupModel, heads_switched_off, train_lookup_model, lookup_test_set, lookup_accuracy,
+                              lookup_attention, attention_shares, ablation_table, head_count_sweep, sweep_summary,
+                              plot_lookup_heads, plot_head_sweep, steps_to_solve, stored_head_count_sweep
+                              (its numbers in experiments/lookup_reference.py)
+09  experiments/cost.py       attention_flops, count_matmul_flops, attention_map_bytes, median_seconds, sdpa_kernel_used
+    experiments/memory.py     MEMORY_METHODS, measure_peak_memory
+    maths/online_softmax.py   online_softmax_attention, online_softmax_steps, plot_block_schedule
+    maths/kv_cache.py         grouped_query_attention, kv_cache_bytes_per_token, KVCache, GroupedQuerySelfAttention,
+                              decode_step_by_step
+10  maths/attention.py        causal_mask(..., align="bottom_right")
+    maths/inference.py        run_with_cache, query_positions_seen, plot_causal_alignment, decode_cost, mask_forms,
+                              fully_masked_rows, naive_masked_softmax
+    widgets/mask_editor.py    MaskEditor, mask_editor, plot_mask_editor
+11  maths/positions.py        rope, rope_frequencies, alibi_slopes, alibi_bias
+    maths/sliding_window.py   sliding_window_mask, sliding_window_attention
+    maths/latent.py           LatentCache, MultiHeadLatentAttention, latent_cache_bytes_per_token
+    experiments/variant_costs.py  variant_costs; widgets/cost_meter.py: VariantCostMeter, variant_cost_meter,
+                              plot_variant_cost_meter
+12  experiments/induction.py  PERIOD_RANGE, repeated_sequences, occurrence_masks, InductionModel, induction_maps,
+                              previous_token_scores, induction_scores, induction_test_set, induction_example,
+                              induction_letters, occurrence_losses, InductionHistory, train_induction_model,
+                              circuit_heads, induction_ablation, plot_occurrence_losses, plot_head_scores,
+                              plot_circuit_maps, plot_snapshot_strip, stored_one_layer_run
+                              (its numbers in experiments/induction_reference.py)
+    experiments/induction_paths.py  path_ablation, path_ablated_forward, ABLATION_PATHS
+    widgets/training_replay.py  TrainingReplay
+13  lessons/audit.py          audit, AuditReport, AuditRow, AUDIT_PROPERTIES (probes: lessons/audit_*.py)
+    lessons/bug_zoo.py        BUG_ZOO, Bug, ZooAttention, broken_attention, fixed_attention, show_bug, zoo_table, ZooTable
+14  experiments/text_model.py  load_text_model, TextModel, bits_per_char, repeated_string_losses (weights in data/)
+    experiments/text_corpus.py  heldout_text, pydoc_topics_text, ngram_bits_per_char, HELDOUT_MODULES
+    experiments/text_heads.py  PATTERNS, sample_text, head_pattern_scores, classify_heads, head_ablation, masked_bits,
+                              pruning_curve, text_model_log, head_count_sweep_results, plot_pattern_scores,
+                              plot_head_ablation, plot_pruning_curve, plot_head_count_sweep
+    widgets/text_heads.py     TextHeadPicker, text_head_picker
+==  ========================  =============================================================================
 
-A notebook also uses every name of the notebooks before it. Shapes use the names of the maths: ``batch``,
-``seq`` (``L`` for queries, ``S`` for keys), ``d_model`` (= ``embed_dim``), ``num_heads`` and
-``head_dim = d_model // num_heads``; every tensor is batch-first, ``(batch, seq, d_model)``, unless a docstring
-says otherwise.
+Each notebook's exercise checkers (the machinery they share: checkers/core.py, exercise_checker, CheckResult):
+checkers/nb01.py: check_project_qkv, check_soft_lookup; checkers/nb02.py: check_attention, check_softmax;
+checkers/nb03.py: check_causal_mask, check_masked_attention, check_padding_to_attn_mask;
+checkers/nb04.py: check_head_weight, check_split_heads; checkers/nb05.py: check_merge_heads, check_mha_forward;
+checkers/nb06.py: check_head_dims, check_head_entropy, check_previous_token_share;
+checkers/nb07.py: check_causal_padding_mask, check_pre_norm_sublayer;
+checkers/nb08.py: check_lookup_targets, check_previous_share, check_switch_off_head;
+checkers/nb09.py: check_kv_cache_bytes, check_online_softmax;
+checkers/nb10.py: check_bottom_right_mask, check_cached_attention;
+checkers/nb11.py: check_alibi_slopes, check_latent_cache_bytes, check_rope, check_sliding_window_mask;
+checkers/nb12.py: check_head_to_switch_off, check_induction_score, check_previous_token_score;
+checkers/nb13.py: check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads;
+checkers/nb14.py: check_bits_per_char, check_head_to_prune, check_previous_char_share.
+
+A notebook also uses the names of the notebooks before it. Shapes use the names of the maths: ``batch``, ``seq``
+(``L`` queries, ``S`` keys), ``d_model`` (= ``embed_dim``), ``num_heads``, ``head_dim = d_model // num_heads``;
+tensors are batch-first, ``(batch, seq, d_model)``, unless a docstring says otherwise.
 """
 
 from _mha_helpers.maths.attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
@@ -102,6 +95,7 @@ from _mha_helpers.checkers.nb10 import check_bottom_right_mask, check_cached_att
 from _mha_helpers.checkers.nb11 import check_alibi_slopes, check_latent_cache_bytes, check_rope, check_sliding_window_mask
 from _mha_helpers.checkers.nb12 import check_head_to_switch_off, check_induction_score, check_previous_token_score
 from _mha_helpers.checkers.nb13 import check_fix_fill_value, check_fix_gpt_block, check_fix_padding_heads
+from _mha_helpers.checkers.nb14 import check_bits_per_char, check_head_to_prune, check_previous_char_share
 from _mha_helpers.common import SENTENCE, get_device, sinusoidal_positions, toy_embeddings, valid_head_counts
 from _mha_helpers.experiments.cost import attention_flops, attention_map_bytes, count_matmul_flops, median_seconds, sdpa_kernel_used
 from _mha_helpers.experiments.memory import MEMORY_METHODS, measure_peak_memory
@@ -142,6 +136,14 @@ from _mha_helpers.widgets.cost_meter import VariantCostMeter, plot_variant_cost_
 from _mha_helpers.maths.vision import (
     PatchEmbedding, patchify, plot_patch_attention, plot_patch_tokens, positions_2d, toy_image,
 )
+from _mha_helpers.experiments.text_model import TextModel, bits_per_char, load_text_model, repeated_string_losses
+from _mha_helpers.experiments.text_corpus import HELDOUT_MODULES, heldout_text, ngram_bits_per_char, pydoc_topics_text
+from _mha_helpers.experiments.text_heads import (
+    PATTERNS, classify_heads, head_ablation, head_count_sweep_results, head_pattern_scores, masked_bits,
+    plot_head_ablation, plot_head_count_sweep, plot_pattern_scores, plot_pruning_curve, pruning_curve, sample_text,
+    text_model_log,
+)
+from _mha_helpers.widgets.text_heads import TextHeadPicker, text_head_picker
 
 # The public names are exactly those imported above (dir(mh) == __all__ is tested); the table says where each lives.
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -14,7 +14,7 @@ An argument is a literal, or a name an earlier cell of the notebook bound to the
 :data:`PRODUCERS` called with literal arguments (12's ``history`` from ``mh.train_induction_model(seed=0)``): the
 build calls it again, so the notebook's cell stays as a student reads it.
 
-Adding a kernel-free widget (14's layer/head picker, say): give its class a ``states()`` method (``widgets/states.py``
+Adding a kernel-free widget (as 14's layer/head picker was): give its class a ``states()`` method (``widgets/states.py``
 says what it returns), add its repr prefix and its maker to :data:`KERNEL_FREE`, and, if its cell takes a model or a
 record by name, the function that made that object to :data:`PRODUCERS`. ``tests/site/test_site.py`` then moves each
 of its controls on the built page. A self-contained cell of plain ipywidgets whose observers write labels (00's split
@@ -52,12 +52,14 @@ KERNEL_FREE: dict[str, Callable[..., object]] = {
     "MaskEditor(": mh.mask_editor,
     "VariantCostMeter(": mh.variant_cost_meter,
     "TrainingReplay(": mh.TrainingReplay,
+    "TextHeadPicker(": mh.text_head_picker,
 }
 
 #: Functions whose results a widget's cell may take by name: ``model, history = mh.train_induction_model(seed=0)`` in
 #: an earlier cell is called again (with its literal arguments) to give the widget its ``history``.
 PRODUCERS: dict[str, Callable[..., object]] = {
     "train_induction_model": mh.train_induction_model,
+    "load_text_model": mh.load_text_model,
 }
 
 

@@ -67,6 +67,7 @@ NOT_WALKED = {
     "ZooAttention": "the bug zoo's base class, kept as bare as the buggy code notebook 13 prints beside it",
     "HeadExplorer": "built by head_explorer(), which checks every argument and is walked",
     "VariantCostMeter": "built by variant_cost_meter(), which checks every argument and is walked",
+    "TextHeadPicker": "built by text_head_picker(), which checks every argument and is walked",
     "head_count_sweep": "trains a model per seed and head count: seconds per call (its checks: test_error_policy.py)",
     "count_matmul_flops": "runs the function it is given under a FLOP counter (its checks: test_error_policy.py)",
     "median_seconds": "times the function it is given (its checks: test_error_policy.py)",

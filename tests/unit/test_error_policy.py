@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import string
 
 import pytest
 import torch
@@ -61,12 +62,13 @@ BAD: dict[str, dict[type, list]] = {
     "dtype": {TypeError: ["float32", torch.long]},
     "axes": {TypeError: ["ax", 0]},
     "generator": {TypeError: [0, "g"]},
+    "table": {TypeError: [None, "x", 0, [1]]},  # a list of rows another helper returned (its shape is checked)
 }
 
 #: int parameters for which 0 is a valid value (a seed, a position, an index); every other int is a size or count.
-ZERO_IS_FINE = {"seed", "warmup", "rope_dim", "query", "enlarge"}
+ZERO_IS_FINE = {"seed", "warmup", "rope_dim", "query", "enlarge", "skip", "layer", "head"}
 INSTANCE_TYPES = {"MultiHeadAttention", "TinyLookupModel", "InductionModel", "GroupedQuerySelfAttention", "MaskEditor",
-                  "InductionHistory"}
+                  "InductionHistory", "TextModel"}
 BY_NAME = {"tokens": "token ids", "mask": "bool tensor", "attn_mask": "mask", "heads_off": "head numbers",
            "heads": "head numbers", "positions": "positions", "sentence": "sentence", "sentences": "sentences",
            "jobs": "jobs", "align": "choice", "name": "choice", "ax": "axes", "lengths": "list of int",
@@ -104,6 +106,8 @@ KIND_OVERRIDES = {
     ("toy_embeddings", "positions"): "bool",
     ("audit", "positions"): "bool",
     ("sweep_summary", "key"): "choice",
+    ("plot_pattern_scores", "labels"): "table",
+    ("plot_pruning_curve", "curve"): "table",
 }
 
 # ---- exceptions, each with its reason --------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ SKIP_CALLABLES = {
     "ZooAttention": "the bug zoo's base class: notebook 13 prints its source, which stays as bare as the buggy code "
     "students read beside it",
     "TrainingReplay": "being moved to widgets/training_replay.py in parallel; it refuses a non-history with a TypeError",
+    "TextHeadPicker": "built by text_head_picker(), which takes the same arguments and is walked here",
 }
 SKIP_CASES = {
     ("rope", "x", "5-D"): "rope takes any leading dims (..., seq, head_dim), as torch's SDPA does",
@@ -152,6 +157,10 @@ def _valid() -> dict[str, dict]:
     history, _ = mh.stored_one_layer_run()
     sweep = mh.stored_head_count_sweep()
     qkv = {"query": torch.randn(2, 4, 8), "key": torch.randn(2, 4, 8), "value": torch.randn(2, 4, 8)}
+    text_model = mh.TextModel("".join(sorted("\n ." + string.ascii_letters)), context=16, d_model=8, num_heads=2, num_layers=1)
+    text = "Return a new list. " * 3  # 57 characters of the tiny model's vocabulary
+    scores = mh.head_pattern_scores(text_model, text, num_windows=2, skip=4)
+    cost = torch.rand(1, 2)
     job = {"method": "sdpa", "batch": 1, "heads": 1, "seq": 8, "head_dim": 4, "threads": 1}
     return {
         "GroupedQuerySelfAttention": dict(d_model=8, num_heads=2, num_kv_heads=1),
@@ -249,6 +258,22 @@ def _valid() -> dict[str, dict]:
         "train_lookup_model": dict(num_heads=1, d_model=2, steps=1, batch_size=2, progress=False),
         "two_lookup_targets": dict(tokens=torch.zeros(1, 3, dtype=torch.long)),
         "valid_head_counts": dict(d_model=8),
+        "TextModel": dict(vocab="ab", context=4, d_model=4, num_heads=2, num_layers=1),
+        "bits_per_char": dict(model=text_model, text=text),
+        "repeated_string_losses": dict(model=text_model, num_strings=2, length=4),
+        "heldout_text": dict(vocab="ab"),
+        "ngram_bits_per_char": dict(text="abcab", n=2, train_text="abcabc"),
+        "sample_text": dict(model=text_model, prompt="Re", length=2),
+        "head_pattern_scores": dict(model=text_model, text=text, num_windows=2, skip=4),
+        "classify_heads": dict(scores=scores),
+        "head_ablation": dict(model=text_model, text=text, num_windows=2),
+        "masked_bits": dict(model=text_model, text=text, head_mask=None, num_windows=2),
+        "pruning_curve": dict(model=text_model, text=text, cost=cost, num_windows=2),
+        "plot_pattern_scores": dict(scores=scores, labels=mh.classify_heads(scores)),
+        "plot_head_ablation": dict(cost=cost),
+        "plot_pruning_curve": dict(curve=[(2, 3.0), (0, 4.0)], full=3.0, none=4.0),
+        "plot_head_count_sweep": dict(sweep=mh.head_count_sweep_results()),
+        "text_head_picker": dict(model=text_model, text="Return a list."),
     }
 
 
