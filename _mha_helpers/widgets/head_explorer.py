@@ -28,7 +28,7 @@ from ..validation import (
     sized_by,
 )
 from .base import LiveWidget, html_output, image_output, text_colour_on, vbox
-from .head_maps import _HeadFigure, attention_entropy, previous_token_share
+from .head_maps import HeadFigure, attention_entropy, previous_token_share
 from .states import Control, Picture, States
 
 #: The longest sentence the explorer draws; longer ones are cut (the maps would be unreadable).
@@ -182,7 +182,7 @@ class HeadExplorer(LiveWidget):
         self.module, self.compact, self.seed, self.tokens, self.note = module, compact, seed, tokens, note
         self.d_model = module.embed_dim
         self.params = sum(p.numel() for p in module.parameters())
-        self._figures: dict[int, _HeadFigure] = {}
+        self._figures: dict[int, HeadFigure] = {}
         self._x = toy_embeddings(tokens, self.d_model, seed=seed)  # (1, seq, d_model)
         self.weights = torch.empty(0)
         self.last_redraw_ms = float("nan")
@@ -260,11 +260,11 @@ class HeadExplorer(LiveWidget):
 
     # ---- drawing --------------------------------------------------------------------------------------
 
-    def figure_for(self, num_heads: int) -> _HeadFigure:
+    def figure_for(self, num_heads: int) -> HeadFigure:
         """The figure for ``num_heads`` heads and the current sentence: built on first use, then reused."""
         if num_heads not in self._figures:
             headline = _explorer_headline(self.d_model, num_heads, self.params)
-            self._figures[num_heads] = _HeadFigure(num_heads, self.tokens, headline, enlarged=False,
+            self._figures[num_heads] = HeadFigure(num_heads, self.tokens, headline, enlarged=False,
                                                    average=not self.compact, live=True)
         return self._figures[num_heads]
 
@@ -444,10 +444,10 @@ def plot_head_explorer(
     x = toy_embeddings(tokens, d_model, seed=seed)  # (1, seq, d_model)
     weights = head_attention_maps(module, x, num_heads, causal=causal)[0]  # (num_heads, seq, seq)
     headline = _explorer_headline(d_model, num_heads, sum(p.numel() for p in module.parameters()))
-    size = _HeadFigure.figsize(enlarged=not compact, average=not compact)
+    size = HeadFigure.figsize(enlarged=not compact, average=not compact)
     # A static figure is read at leisure (and printed): a higher resolution than the live widget's 80 dpi,
     # where every redraw's PNG must stay small and fast.
-    figure = _HeadFigure(num_heads, tokens, headline, enlarged=not compact, average=not compact, live=False,
+    figure = HeadFigure(num_heads, tokens, headline, enlarged=not compact, average=not compact, live=False,
                          figure=plt.figure(figsize=size, dpi=110))
     figure.update(weights, enlarge, causal)
     return figure.fig

@@ -54,7 +54,7 @@ def _grid_shape(num_heads: int) -> tuple[int, int]:
     return rows, math.ceil(num_heads / rows)
 
 
-class _HeadFigure:
+class HeadFigure:
     """The figure for ONE head count and ONE sentence: a grid of per-head maps, then (optional) the enlarged head
     with its weights written in, then (optional) the map averaged over the heads.
 
@@ -69,10 +69,7 @@ class _HeadFigure:
         self, num_heads: int, tokens: Sequence[str], headline: str, enlarged: bool, average: bool, live: bool,
         figure=None,
     ) -> None:
-        from matplotlib.patches import Rectangle
-
         self.num_heads, self.tokens, self.live = num_heads, list(tokens), live
-        n = len(self.tokens)
         if figure is None:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
@@ -80,59 +77,77 @@ class _HeadFigure:
             figure = Figure(figsize=self.figsize(enlarged, average), dpi=80)
             FigureCanvasAgg(figure)
         self.fig = figure
-        rows, cols = _grid_shape(num_heads)
-        small = num_heads > 8 or n > 8
-        label_size, title_size = (6.5, 7) if small else (8, 8.5)
+        small = num_heads > 8 or len(self.tokens) > 8
+        self.label_size, self.title_size = (6.5, 7) if small else (8, 8.5)
+        self.number_lines = "{e:.2f} bits\nprev {p:.2f}" if small else "{e:.2f} bits, prev {p:.2f}"
+        self.style = {"vmin": 0.0, "vmax": 1.0, "cmap": "viridis", "interpolation": "none", "aspect": "equal"}
         extra = int(enlarged) + int(average)  # panels right of the grid
         outer = figure.add_gridspec(1, 1 + extra, width_ratios=[7.0] + [2.5] * extra, left=0.055, right=0.935,
                                     bottom=0.15, top=0.83 if live else 0.74, wspace=0.1 + 0.08 * extra)
-        grid = outer[0].subgridspec(rows, cols, wspace=0.1, hspace=0.95 if small else 0.7)
-        blank = [[0.0] * n for _ in range(n)]
-        style = {"vmin": 0.0, "vmax": 1.0, "cmap": "viridis", "interpolation": "none", "aspect": "equal"}
-        self.number_lines = "{e:.2f} bits\nprev {p:.2f}" if small else "{e:.2f} bits, prev {p:.2f}"
+        self._draw_grid(outer[0], small)
+        self.big_image = self.avg_image = self.big_title = self.avg_title = None
+        self.cell_texts: list = []
+        if enlarged:
+            self._draw_enlarged(figure.add_subplot(outer[1]))
+        if average:
+            self._draw_average(figure.add_subplot(outer[1 + int(enlarged)]))
+        self._draw_frame(headline)
+        self._background = None
+
+    def _blank(self) -> list[list[float]]:
+        n = len(self.tokens)
+        return [[0.0] * n for _ in range(n)]
+
+    def _draw_grid(self, cell, small: bool) -> None:
+        """One small map per head, with its title, its numbers and a (hidden) highlight box."""
+        from matplotlib.patches import Rectangle
+
+        rows, cols = _grid_shape(self.num_heads)
+        grid = cell.subgridspec(rows, cols, wspace=0.1, hspace=0.95 if small else 0.7)
         self.head_images, self.head_numbers, self.highlights = [], [], []
         for h in range(rows * cols):
-            ax = figure.add_subplot(grid[h // cols, h % cols])
-            if h >= num_heads:
+            ax = self.fig.add_subplot(grid[h // cols, h % cols])
+            if h >= self.num_heads:
                 ax.axis("off")
                 continue
-            self.head_images.append(ax.imshow(blank, **style))
-            last_row = h // cols == rows - 1 or h + cols >= num_heads
-            self._label(ax, label_size, y=h % cols == 0, x=last_row)
+            self.head_images.append(ax.imshow(self._blank(), **self.style))
+            last_row = h // cols == rows - 1 or h + cols >= self.num_heads
+            self._label(ax, self.label_size, y=h % cols == 0, x=last_row)
             lines = 1 + self.number_lines.count("\n")
-            self._above(ax, f"head {h}", title_size, 3 + 1.25 * title_size * lines, weight="bold")
-            self.head_numbers.append(self._above(ax, "", title_size, 2))
+            self._above(ax, f"head {h}", self.title_size, 3 + 1.25 * self.title_size * lines, weight="bold")
+            self.head_numbers.append(self._above(ax, "", self.title_size, 2))
             box = Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, edgecolor="#d62728", linewidth=3,
                             clip_on=False, visible=False)
             ax.add_patch(box)
             self.highlights.append(box)
         self.dynamic = [*self.head_images, *self.head_numbers, *self.highlights]
-        self.big_image = self.avg_image = self.big_title = self.avg_title = None
-        self.cell_texts: list = []
-        panel = 1
-        if enlarged:
-            ax = figure.add_subplot(outer[panel])
-            panel += 1
-            self.big_image = ax.imshow(blank, **style)
-            self._label(ax, label_size, y=True, x=True)
-            self.big_title = self._above(ax, "", title_size + 0.5, 3)
-            if n <= 8:  # write the weights into the cells
-                self.cell_texts = [ax.text(j, i, "", ha="center", va="center", fontsize=7 if n <= 6 else 6)
-                                   for i in range(n) for j in range(n)]
-            self.dynamic += [self.big_image, self.big_title, *self.cell_texts]
-        if average:
-            ax = figure.add_subplot(outer[panel])
-            self.avg_image = ax.imshow(blank, **style)
-            self._label(ax, label_size, y=True, x=True)
-            heads = "1 head" if num_heads == 1 else f"{num_heads} heads"
-            # Live: a fixed title (part of the background); static: with the averaged map's entropy.
-            self.avg_title = self._above(ax, f"average of {heads}", title_size + 0.5, 3)
-            self.dynamic.append(self.avg_image)
-            if not live:
-                self.dynamic.append(self.avg_title)
-        # One colour bar for every map, as tall as the maps are drawn (equal aspect shrinks them inside their cells).
+
+    def _draw_enlarged(self, ax) -> None:
+        """The enlarged head, its weights written into the cells when there are at most 8 tokens."""
+        n = len(self.tokens)
+        self.big_image = ax.imshow(self._blank(), **self.style)
+        self._label(ax, self.label_size, y=True, x=True)
+        self.big_title = self._above(ax, "", self.title_size + 0.5, 3)
+        if n <= 8:
+            self.cell_texts = [ax.text(j, i, "", ha="center", va="center", fontsize=7 if n <= 6 else 6)
+                               for i in range(n) for j in range(n)]
+        self.dynamic += [self.big_image, self.big_title, *self.cell_texts]
+
+    def _draw_average(self, ax) -> None:
+        """The map averaged over the heads (live: a fixed title, part of the background; static: with its entropy)."""
+        self.avg_image = ax.imshow(self._blank(), **self.style)
+        self._label(ax, self.label_size, y=True, x=True)
+        heads = "1 head" if self.num_heads == 1 else f"{self.num_heads} heads"
+        self.avg_title = self._above(ax, f"average of {heads}", self.title_size + 0.5, 3)
+        self.dynamic.append(self.avg_image)
+        if not self.live:
+            self.dynamic.append(self.avg_title)
+
+    def _draw_frame(self, headline: str) -> None:
+        """One colour bar as tall as the maps are drawn, the headline, the causal status and the reading key."""
+        figure = self.fig
         for ax in figure.axes:
-            ax.apply_aspect()
+            ax.apply_aspect()  # equal aspect shrinks the maps inside their cells: measure where they really are
         low, high = min(ax.get_position().y0 for ax in figure.axes), max(ax.get_position().y1 for ax in figure.axes)
         bar = figure.colorbar(self.head_images[0], cax=figure.add_axes((0.948, low, 0.01, high - low)), ticks=[0, 0.5, 1])
         bar.ax.tick_params(labelsize=7, length=2)
@@ -141,7 +156,6 @@ class _HeadFigure:
         self.status = figure.text(0.5, 0.885, "", ha="center", va="top", fontsize=9)
         figure.text(0.5, 0.012, "rows: query (attending) · columns: key (attended to) · colour: 0 = dark, 1 = bright",
                     ha="center", va="bottom", fontsize=8, color="#555555")
-        self._background = None
 
     @staticmethod
     def figsize(enlarged: bool, average: bool) -> tuple[float, float]:
