@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from ..common import OneThread
 from ..validation import check_axes, check_has_values, check_int, check_number, check_positive_int, check_seed
@@ -49,7 +50,7 @@ def sample_text(model: TextModel, prompt: str, length: int = 200, temperature: f
                                what="a number in [0.05, 5] such as 0.8")
     g = torch.Generator().manual_seed(check_seed("seed", seed))
     ids = model.encode(prompt)  # (len(prompt),)
-    with torch.inference_mode(), OneThread():  # one small forward per character: a second thread only waits
+    with torch.inference_mode(), OneThread(), model.evaluating():  # one small forward a character: 1 thread is enough
         for _ in range(length):
             logits = model(ids[-model.context:][None])[0, -1].double()  # (vocab,) for the next character
             probs = torch.softmax(logits / temperature, dim=-1)  # float64: the draw depends on the seed, not on SIMD
@@ -75,12 +76,17 @@ def text_windows(model: TextModel, text: str, num_windows: int = 32) -> torch.Te
 
 
 def pattern_keys(model: TextModel, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    """For each pattern, which keys it means for each query: ``(windows, T, T)`` 0/1, row = query, column = key."""
+    """For each pattern, which keys it means for each query: ``(windows, T, T)`` 0/1, row = query, column = key.
+
+    "word start" is the first character of the query's word when that is at least 2 characters back (so that it is
+    never the query itself or the previous character, already patterns of their own); a window's position 0 counts as
+    a word start. "whitespace" is every space and newline up to the query."""
     n, T = rows.shape
     i = torch.arange(T)
     space = torch.tensor([[model.vocab[t] in WHITESPACE for t in row] for row in rows.tolist()])  # (windows, T)
     after_space = torch.cat([torch.ones(n, 1, dtype=torch.bool), space[:, :-1]], dim=1)  # a word starts here
     word_start = torch.cummax(torch.where(after_space, i, 0), dim=1).values  # (windows, T): start of i's word
+    word_start = torch.where(word_start <= i - 2, word_start, -1)  # only 2+ back: not "self" or "previous" again
     causal = i[None, :] <= i[:, None]  # (T, T)
     keys = {"previous": i[None, :] == i[:, None] - 1, "self": i[None, :] == i[:, None],
             "word start": i[None, None, :] == word_start[:, :, None], "whitespace": space[:, None, :] & causal,
@@ -122,11 +128,12 @@ def _check_scores(scores: object) -> torch.Tensor:
 
 
 def classify_heads(scores: dict[str, torch.Tensor]) -> list[list[str]]:
-    """Each head's name, ``[layer][head]``: the pattern with the highest score among those it passes (at least
-    :data:`MIN_SHARE` and at least twice the even spread's share), else ``"unexplained"``."""
+    """Each head's name, ``[layer][head]``: among the patterns whose share it passes (at least :data:`MIN_SHARE` and
+    at least twice an even spread's share), the one it beats the even spread by most; else ``"unexplained"``."""
     stacked = _check_scores(scores)  # (patterns, layers, heads)
-    bar = torch.tensor([max(MIN_SHARE, 2 * scores["even"][p]) for p in PATTERNS])[:, None, None]
-    passed = torch.where(stacked >= bar, stacked, -1.0)
+    even = torch.tensor([scores["even"][p] for p in PATTERNS])[:, None, None]  # (patterns, 1, 1)
+    bar = torch.clamp(2 * even, min=MIN_SHARE)
+    passed = torch.where(stacked >= bar, stacked / even, -1.0)  # times what an even spread gives, or -1
     best = passed.argmax(dim=0)  # (layers, heads)
     return [[PATTERNS[b] if passed[b, layer, h] >= 0 else "unexplained" for h, b in enumerate(row)]
             for layer, row in enumerate(best.tolist())]
@@ -170,7 +177,7 @@ def head_ablation(model: TextModel, text: str, num_windows: int = 16) -> tuple[f
     computed once and reused (a head changes only what comes after it)."""
     rows = scored_windows(model, text, num_windows)  # (n, context + 1)
     cost = torch.zeros(model.num_layers, model.num_heads)
-    with torch.inference_mode():
+    with torch.inference_mode(), model.evaluating():
         streams = _streams(model, rows)
         full = _bits_from(model, streams[-1], rows, model.num_layers, None)
         for layer in range(model.num_layers):
@@ -184,7 +191,7 @@ def head_ablation(model: TextModel, text: str, num_windows: int = 16) -> tuple[f
 def masked_bits(model: TextModel, text: str, head_mask: torch.Tensor | None, num_windows: int = 16) -> float:
     """Bits per character on :func:`scored_windows` with ``head_mask (layers, heads)`` (None: every head on)."""
     rows = scored_windows(model, text, num_windows)  # (n, context + 1)
-    with torch.inference_mode():
+    with torch.inference_mode(), model.evaluating():
         logits = model(rows[:, :-1], head_mask)  # (n, T, vocab)
     half = logits.shape[1] // 2
     return cross_entropy_bits(logits[:, half:], rows[:, half + 1:])
@@ -245,26 +252,31 @@ def cross_entropy_bits(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(F.cross_entropy(logits.transpose(1, 2), targets) / math.log(2))
 
 
-def plot_pattern_scores(scores: dict[str, torch.Tensor], labels: list[list[str]], ax: Axes | None = None) -> Axes:
-    """Each head's best pattern share as a heat map (layers as rows), its name written in the cell."""
+def plot_pattern_scores(scores: dict[str, torch.Tensor], labels: list[list[str]], fig: Figure | None = None
+                        ) -> Figure:
+    """One heat map per pattern of each head's share (layers as rows), the bar it must pass in the title; a head's
+    cell in the map of the pattern that names it is outlined and marked."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     stacked = _check_scores(scores)  # (patterns, layers, heads)
-    shape = list(stacked.shape[1:])
-    if not isinstance(labels, list) or [len(row) if isinstance(row, list) else None for row in labels] != [shape[1]] * shape[0]:
-        raise TypeError(f"labels must be classify_heads(scores): {shape[0]} lists of {shape[1]} names")
-    check_axes("ax", ax)
-    ax = ax or plt.subplots(figsize=(9, 3.2))[1]
-    image = ax.imshow(stacked.max(dim=0).values.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    short = {"previous": "prev", "self": "self", "word start": "word", "whitespace": "space", "first": "first",
-             "unexplained": "?"}
-    for layer, row in enumerate(labels):
-        for head, name in enumerate(row):
-            ax.text(head, layer, short[name], ha="center", va="center", color="w", fontsize=9)
-    ax.set(xticks=range(len(labels[0])), yticks=range(len(labels)), xlabel="head", ylabel="layer",
-           title="Each head's largest pattern share (its name: ? = none passes)")
-    ax.figure.colorbar(image, ax=ax, label="share of attention weight")
-    return ax
+    layers, heads = stacked.shape[1:]
+    if not isinstance(labels, list) or [len(row) if isinstance(row, list) else None for row in labels] != [heads] * layers:
+        raise TypeError(f"labels must be classify_heads(scores): {layers} lists of {heads} names")
+    if fig is not None and not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure or None, got {type(fig).__name__}")
+    fig = fig or plt.figure(figsize=(13, 2.9))
+    axes = fig.subplots(1, len(PATTERNS), sharey=True)
+    for k, (pattern, ax) in enumerate(zip(PATTERNS, axes, strict=True)):
+        image = ax.imshow(stacked[k].numpy(), vmin=0, vmax=1, cmap="viridis")
+        bar = max(MIN_SHARE, 2 * scores["even"][pattern])
+        ax.set(title=f"{pattern}\n(named at >= {bar:.2f})", xlabel="head", xticks=range(0, heads, 2))
+        for layer, head in [(y, x) for y in range(layers) for x in range(heads) if labels[y][x] == pattern]:
+            ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2))
+    axes[0].set(ylabel="layer", yticks=range(layers))
+    fig.colorbar(image, ax=list(axes), label="share of attention weight", fraction=0.02)
+    fig.suptitle("Each head's share of weight on five patterns (red box: the pattern that names it)", fontsize=11)
+    return fig
 
 
 def plot_head_ablation(cost: torch.Tensor, ax: Axes | None = None) -> Axes:

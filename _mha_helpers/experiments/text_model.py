@@ -23,7 +23,9 @@ Choices, and why:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -203,10 +205,21 @@ class TextModel(nn.Module):
         """``ids (batch, T)`` -> logits ``(batch, T, vocab_size)``; see the class docstring for ``head_mask``."""
         return self._run(ids, head_mask, need_weights=False)[0]
 
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """``with model.evaluating():`` runs the block in eval mode (no dropout), then restores the mode it found."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
     def attention_maps(self, ids: torch.Tensor, head_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Every head's attention on ``ids (batch, T)``: ``(batch, num_layers, num_heads, T, T)``, rows summing to 1
-        (row = query position, column = key position; the layout of notebook 12's ``induction_maps``)."""
-        with torch.no_grad():
+        (row = query position, column = key position; the layout of notebook 12's ``induction_maps``); in eval
+        mode whatever mode the model is in."""
+        with torch.no_grad(), self.evaluating():
             maps = self._run(ids, head_mask, need_weights=True)[1]
         return torch.stack(maps, dim=1)  # layers x (batch, heads, T, T) -> (batch, layers, heads, T, T)
 
@@ -270,18 +283,13 @@ def _window_losses(model: TextModel, ids: torch.Tensor, width: int, windows: lis
     """Each window's scored losses in bits (see :func:`_windows`), in eval mode and batched."""
     rows = torch.stack([ids[start:start + width + 1] for start, _ in windows])  # (windows, width + 1)
     scored = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for b in range(0, len(windows), batch_size):
-                chunk = rows[b:b + batch_size]  # (batch, width + 1)
-                logits = model(chunk[:, :-1], head_mask)  # (batch, width, vocab)
-                nats = F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none")  # (batch, width)
-                for row, (start, first) in enumerate(windows[b:b + batch_size]):
-                    scored.append(nats[row, first - start:] / math.log(2))
-    finally:
-        model.train(was_training)
+    with torch.inference_mode(), model.evaluating():
+        for b in range(0, len(windows), batch_size):
+            chunk = rows[b:b + batch_size]  # (batch, width + 1)
+            logits = model(chunk[:, :-1], head_mask)  # (batch, width, vocab)
+            nats = F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none")  # (batch, width)
+            for row, (start, first) in enumerate(windows[b:b + batch_size]):
+                scored.append(nats[row, first - start:] / math.log(2))
     return scored
 
 
@@ -353,7 +361,7 @@ def repeated_string_losses(model: TextModel, num_strings: int = 100, length: int
     (an induction head) makes ``"second"`` far smaller than ``"first"``.
     """
     ids = repeated_strings(model, num_strings, length, seed)  # (num_strings, 2 * length)
-    with torch.inference_mode():
+    with torch.inference_mode(), model.evaluating():
         logits = model(ids[:, :-1], head_mask)  # (num_strings, 2 * length - 1, vocab)
     bits = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") / math.log(2)  # (num_strings, 2L-1)
     # Prediction i is of character i + 1: the first copy's letters 2..L are i = 0..L-2, the second's i = L..2L-2.

@@ -17,6 +17,8 @@ from .states import Control, Picture, States, every_combination
 
 #: The longest sentence the picker draws: one character per row and column must stay readable.
 PICKER_MAX_CHARS = 64
+#: The shares leave out the first characters of the sentence: with one or two keys, every pattern scores high.
+PICKER_SKIP = 8
 
 
 def visible(ch: str) -> str:
@@ -49,7 +51,8 @@ class TextHeadPicker(LiveWidget):
         ids = model.encode(text)[None]  # (1, T)
         self.maps = model.attention_maps(ids)[0]  # (1, layers, heads, T, T) -> (layers, heads, T, T)
         keys = pattern_keys(model, ids)  # {pattern: (1, T, T)}
-        self.shares = {p: (self.maps * keys[p][0]).sum(-1).mean(-1) for p in PATTERNS}  # {p: (layers, heads)}
+        skip = min(PICKER_SKIP, len(text) - 1)  # the first characters have too few keys to say anything
+        self.shares = {p: (self.maps * keys[p][0])[..., skip:, :].sum(-1).mean(-1) for p in PATTERNS}  # (layers, heads)
         self.layer = widgets.IntSlider(value=layer, min=0, max=model.num_layers - 1, description="layer")
         self.head = widgets.IntSlider(value=head, min=0, max=model.num_heads - 1, description="head")
         self.readout = html_output("mha-text-heads-readout")
@@ -75,7 +78,7 @@ class TextHeadPicker(LiveWidget):
         self.image.value = figure_png(fig, dpi=72)
         shares = ", ".join(f"{p} {v:.2f}" for p, v in self._shares().items())
         self.readout.value = (f"<b>layer {layer}, head {head}</b>: share of its weight on {html.escape(shares)} "
-                              "(mean over the sentence's characters)")
+                              f"(mean over the sentence's characters from the {PICKER_SKIP + 1}th on)")
 
     def __repr__(self) -> str:
         return f"TextHeadPicker({self.num_layers} layers x {self.num_heads} heads on {self.text!r})"

@@ -5,8 +5,8 @@ all notebooks with their outputs cleared; headless Chromium (Debian's ``chromium
 one, runs all cells and waits until every code cell has run. Then: no traceback, no error output and no "Error
 displaying widget" anywhere; and for every head explorer in the page (``mh.head_explorer``, found by its CSS
 class), pressing → on its head-count slider must change the figure (the ``<img>``'s ``src``) and the head_dim
-read-out; notebooks 10, 11 and 12 then have their own widgets used on the same page (the mask editor, the cost
-meter, the training replay: ``widgets_in_lab.py``), so JupyterLab starts once and notebook 12 trains once. The
+read-out; notebooks 10, 11, 12 and 14 then have their own widgets used on the same page (the mask editor, the
+cost meter, the training replay, the layer/head picker: ``widgets_in_lab.py``), so JupyterLab starts once and notebook 12 trains once. The
 notebooks are collected when the tests are, so a notebook added later is covered automatically.
 
 This is the ``browser`` lane (``python -m pytest -m browser``); it needs Debian's ``chromium`` (the ``chromium``

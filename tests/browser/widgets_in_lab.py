@@ -1,4 +1,4 @@
-"""The widgets of notebooks 10, 11 and 12, used in a real JupyterLab as a student would use them.
+"""The widgets of notebooks 10, 11, 12 and 14, used in a real JupyterLab as a student would use them.
 
 ``test_browser.py`` runs every notebook once in one JupyterLab; after a notebook's "Run All" it calls the check
 this module registers for that notebook (``WIDGET_CHECKS["10"]`` and so on) on the same page, so JupyterLab starts
@@ -161,11 +161,40 @@ def check_training_replay(nb: NotebookPage) -> None:
         raise
 
 
+# ---- 14: the layer/head picker --------------------------------------------------------------------------------
+
+
+def check_text_head_picker(nb: NotebookPage) -> None:
+    """Two presses of → on the head slider, then one on the layer slider: a new map and read-out each time."""
+    picker = nb.panel.locator(".jp-OutputArea .mha-text-heads").first
+    try:
+        picker.wait_for(timeout=30_000)
+        picker.scroll_into_view_if_needed()
+
+        def read() -> dict:
+            return {"src": picker.locator("img").first.get_attribute("src") or "",
+                    "readout": picker.locator(".mha-text-heads-readout").first.inner_text()}
+
+        seen = [read()]
+        assert seen[0]["src"] and "layer 0, head 0" in seen[0]["readout"], seen[0]["readout"]
+        handles = picker.locator('.noUi-handle[role="slider"]')
+        for slider, expected in ((1, "layer 0, head 1"), (1, "layer 0, head 2"), (0, "layer 1, head 2")):
+            handles.nth(slider).focus()
+            handles.nth(slider).press("ArrowRight")
+            seen.append(_wait_for(read, lambda s, b=seen[-1]: s["src"] != b["src"] and s["readout"] != b["readout"]))
+            assert expected in seen[-1]["readout"], seen[-1]["readout"]
+        assert re.search(r"previous \d\.\d\d", seen[-1]["readout"]), seen[-1]["readout"]
+    except BaseException:
+        _screenshot_on_failure(picker, "14-picker-failure.png")
+        raise
+
+
 #: notebook number -> the check of its widgets, run after the notebook's "Run All"
 WIDGET_CHECKS: dict[str, Callable[[NotebookPage], None]] = {
     "10": check_mask_editor,
     "11": check_cost_meter,
     "12": check_training_replay,
+    "14": check_text_head_picker,
 }
 
 

@@ -107,6 +107,7 @@ KIND_OVERRIDES = {
     ("audit", "positions"): "bool",
     ("sweep_summary", "key"): "choice",
     ("plot_pattern_scores", "labels"): "table",
+    ("plot_pattern_scores", "fig"): "axes",
     ("plot_pruning_curve", "curve"): "table",
 }
 

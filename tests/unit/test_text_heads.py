@@ -24,13 +24,14 @@ def tiny() -> mh.TextModel:
 
 
 def test_pattern_keys_mark_the_keys_each_pattern_means(tiny):
-    rows = tiny.encode("ab cd\nef")[None]  # (1, 8)
+    rows = tiny.encode("ab cde\nfgh")[None]  # (1, 10): a b ␣ c d e ⏎ f g h
     keys = {name: k[0] for name, k in pattern_keys(tiny, rows).items()}  # (T, T) each
-    assert keys["previous"][3].tolist() == [0, 0, 1, 0, 0, 0, 0, 0]  # 'c' reads ' '
-    assert keys["self"].equal(torch.eye(8))
-    assert keys["word start"][4].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]  # 'd': its word "cd" starts at 3
-    assert keys["word start"][7].tolist() == [0, 0, 0, 0, 0, 0, 1, 0]  # 'f': after the newline
-    assert keys["whitespace"][7].tolist() == [0, 0, 1, 0, 0, 1, 0, 0]  # the space and the newline before it
+    assert keys["previous"][3].tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # 'c' reads the space
+    assert keys["self"].equal(torch.eye(10))
+    assert keys["word start"][5].tolist() == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]  # 'e': its word "cde" starts at 3
+    assert keys["word start"][9].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]  # 'h': after the newline
+    assert keys["word start"][4].sum() == 0  # 'd': its word starts one back, which is "previous", not counted twice
+    assert keys["whitespace"][9].tolist() == [0, 0, 1, 0, 0, 0, 1, 0, 0, 0]  # the space and the newline before it
     assert keys["whitespace"][1].sum() == 0  # nothing after the query (causal)
     assert keys["first"][:, 0].eq(1).all() and keys["first"][:, 1:].eq(0).all()
 
@@ -52,8 +53,8 @@ def test_classify_heads_needs_both_bars():
     scores["even"] = {p: 0.02 for p in mh.PATTERNS} | {"whitespace": 0.2}
     scores["previous"][0, 0] = 0.35  # passes 0.3 and twice 0.02
     scores["whitespace"][0, 1] = 0.35  # passes 0.3 but not twice 0.2
-    scores["whitespace"][0, 2], scores["self"][0, 2] = 0.45, 0.31  # both pass: the larger share names it
-    assert mh.classify_heads(scores) == [["previous", "unexplained", "whitespace"]]
+    scores["whitespace"][0, 2], scores["self"][0, 2] = 0.45, 0.31  # both pass: self beats its even share by more
+    assert mh.classify_heads(scores) == [["previous", "unexplained", "self"]]
 
 
 def test_ablation_shortcut_equals_a_full_masked_forward(tiny):
