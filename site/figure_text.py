@@ -50,6 +50,15 @@ HELPERS = {
                          "previous-token head and a perfect induction head would look",
     "plot_snapshot_strip": "snapshots during training: the previous-token head (top row) and the induction head "
                            "(bottom row) at evenly spaced steps",
+    "plot_pattern_scores": "five heat maps, one per pattern (previous character, itself, word start, whitespace, "
+                           "first position), of each head's share of attention weight (rows: layers, columns: heads), "
+                           "a red box on each head in the map of the pattern that names it",
+    "plot_head_ablation": "a heat map of the held-out loss added by switching each head off alone (rows: layers, "
+                          "columns: heads), the bits written in each cell",
+    "plot_pruning_curve": "a line chart of held-out bits per character against the number of heads kept, the least "
+                          "important pruned first, with dashed lines at all heads on and all heads off",
+    "plot_head_count_sweep": "a dot plot of held-out bits per character for 1, 2, 4 and 8 heads, one dot per seed, "
+                             "with a line through the means",
 }
 #: Keyword arguments of a helper that say nothing about what is drawn.
 _STYLE = {"ax", "title", "cbar", "annot", "vmin", "vmax", "cmap", "figsize", "fontsize"}

@@ -8,8 +8,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -153,12 +154,15 @@ def _memory_worker() -> None:
 
     request = json.load(sys.stdin)
     device = torch.device(request["device"])
-    results = [_measure_in_this_process(job, device, request["method"]) for job in request["jobs"]]
+    results = []
+    for job in request["jobs"]:
+        results.append(_measure_in_this_process(job, device, request["method"]))
+        print("job done", file=sys.stderr, flush=True)  # the parent's progress bar counts these lines
     print(json.dumps(results))
 
 
 def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu", fresh_process_each: bool = False,
-                        timeout: float = 600.0) -> list[float]:
+                        timeout: float = 600.0, progress: bool = False) -> list[float]:
     """Measure the peak memory (MiB above the starting point) of attention calls, each run once in a fresh process.
 
     Each job is a dict: ``method`` (one of :data:`MEMORY_METHODS`: "naive" = :func:`scaled_dot_product_attention`,
@@ -172,12 +176,14 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
     any system without /proc/self/clear_refs: macOS reads ``resource``'s peak, Windows its peak working set) starts
     one process per job, about 2 s each for Python and torch to start (up to 4 run at once). On CUDA the
     allocator's peak is used, and its jobs share one process. Where
-    none of these exists, a warning says so and every result is NaN (nothing was measured).
+    none of these exists, a warning says so and every result is NaN (nothing was measured). ``progress`` shows a
+    tqdm bar that advances as each job is measured.
     """
     jobs = _checked_jobs(jobs)
     check_device("device", device)
     check_bool("fresh_process_each", fresh_process_each)
     check_positive_number("timeout", timeout, example="600.0 (seconds)")
+    check_bool("progress", progress)
     device = torch.device(device)
     method = _memory_method(device)
     if method == "none":
@@ -194,8 +200,12 @@ def measure_peak_memory(jobs: Sequence[dict], device: torch.device | str = "cpu"
     from concurrent.futures import ThreadPoolExecutor
 
     workers = 1 if shared or device.type == "cuda" else max(1, min(4, (os.cpu_count() or 1) // 2))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda batch: _measure_in_a_fresh_process(batch, device, method, timeout), batches)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(jobs), desc="peak memory", unit="call", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda batch: _measure_in_a_fresh_process(batch, device, method, timeout, bar.update),
+                           batches)
         return [mib for batch in results for mib in batch]
 
 
@@ -211,15 +221,32 @@ def _checked_jobs(jobs: object) -> list[dict]:
     return jobs
 
 
-def _measure_in_a_fresh_process(jobs: list[dict], device: torch.device, method: str, timeout: float) -> list[float]:
-    """Run ``jobs`` in a new Python process (:func:`_memory_worker`); their peaks in MiB."""
+def _measure_in_a_fresh_process(jobs: list[dict], device: torch.device, method: str, timeout: float,
+                                on_job_done: Callable[[], object] = lambda: None) -> list[float]:
+    """Run ``jobs`` in a new Python process (:func:`_memory_worker`); their peaks in MiB. ``on_job_done`` is called
+    as the process reports each job measured."""
     request = json.dumps({"jobs": jobs, "device": str(device), "method": method})
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-    done = subprocess.run(
+    worker = subprocess.Popen(
         [sys.executable, "-c", "from _mha_helpers.experiments.memory import _memory_worker; _memory_worker()"],
-        input=request, capture_output=True, text=True, timeout=timeout, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),  # the project root
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"the measuring process failed:\n{done.stderr[-2000:]}")
-    return [b / 2**20 for b in json.loads(done.stdout.strip().splitlines()[-1])]
+    timer = threading.Timer(timeout, worker.kill)  # a hung worker is killed, and then fails below
+    timer.start()
+    try:
+        worker.stdin.write(request)
+        worker.stdin.close()
+        errors = []
+        for line in worker.stderr:  # ends when the worker exits; stdout holds one short line, read after
+            if line.strip() == "job done":
+                on_job_done()
+            else:
+                errors.append(line)
+        stdout = worker.stdout.read()
+        worker.wait()
+    finally:
+        timer.cancel()
+    if worker.returncode != 0:
+        raise RuntimeError(f"the measuring process failed (exit {worker.returncode}):\n{''.join(errors)[-2000:]}")
+    return [b / 2**20 for b in json.loads(stdout.strip().splitlines()[-1])]
