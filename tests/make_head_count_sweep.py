@@ -3,6 +3,7 @@ d_model (so the same parameter count), the same budget and several seeds, and ti
 
     python tests/make_head_count_sweep.py                 # 4 head counts x 3 seeds x 400 steps: ~30 min, 2 cores
     python tests/make_head_count_sweep.py --steps 100 --seeds 0 --out /tmp/sweep.json   # a quick try
+    python tests/make_head_count_sweep.py --long 1       # add 1 head at the stored model's full budget (~10 min)
 
 Every run uses tests/make_text_model.py's model and recipe with only ``num_heads``, the seed and the number of
 steps changed (the learning-rate schedule is stretched over the steps in the same way for every run). A run
@@ -15,6 +16,10 @@ measured at the end, in one process, side by side: after warm-up, ``--timing-rou
 training step of every head count in turn; the median is stored.
 
 Writes ``_mha_helpers/data/head_count_sweep.json`` (after every run, so an interrupted sweep keeps what it did).
+
+``--long H ...`` adds, to an existing file, head counts trained at the stored model's FULL budget (its recipe,
+seed 0) under ``"long_runs"``, beside the stored 8-head model itself: does the ranking at the reduced budget hold
+when every run has trained as long as the model the notebook studies?
 """
 
 from __future__ import annotations
@@ -84,6 +89,25 @@ def summary(runs: list[dict], heads: list[int]) -> dict:
     return table
 
 
+def long_runs(data: dict, heads: list[int], out: Path) -> None:
+    """Train ``heads`` at the full recipe (seed 0) and store them, with the stored model, under ``"long_runs"``."""
+    result = json.loads(out.read_text(encoding="utf-8"))
+    stored = tm.load_text_model()
+    runs = [{"num_heads": stored.num_heads, "seed": 0, "steps": mk.RECIPE["steps"], "stored_model": True,
+             "heldout_bits": round(tm.bits_per_char(stored, data["heldout"]), 4)}]
+    for h in heads:
+        model, history = mk.train(data, {**mk.CONFIG, "num_heads": h}, mk.RECIPE, 0,
+                                  say=lambda line, h=h: print(f"  long run, heads {h}: {line}", flush=True))
+        runs.append({"num_heads": h, "seed": 0, "steps": mk.RECIPE["steps"], "stored_model": False,
+                     "heldout_bits": round(tm.bits_per_char(model, data["heldout"]), 4),
+                     "checkpoints": {key: [round(x, 4) for x in history[key]] if key != "step" else history[key]
+                                     for key in ("step", "train_bits", "val_bits", "heldout_bits")},
+                     "seconds_per_step_in_run": round(history["train_seconds"] / mk.RECIPE["steps"], 4)})
+        result["long_runs"] = runs
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(runs, indent=1))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -91,8 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--timing-rounds", type=int, default=20)
     parser.add_argument("--out", type=Path, default=TARGET)
+    parser.add_argument("--long", type=int, nargs="*", default=None, help="head counts to add at the full budget")
     args = parser.parse_args(argv)
     data = mk.prepare_data()
+    if args.long is not None:
+        long_runs(data, args.long, args.out)
+        return
     recipe = {**mk.RECIPE, "steps": args.steps, "warmup": max(1, args.steps // 10), "eval_every": args.steps // 4}
     result = {"about": "head-count sweep of notebook 14's character model; see tests/make_head_count_sweep.py",
               "budget": {"steps": args.steps, "batch_size": recipe["batch_size"], "context": mk.CONFIG["context"],

@@ -318,7 +318,8 @@ def plot_pruning_curve(curve: list[tuple[int, float]], full: float, none: float,
 
 
 def plot_head_count_sweep(sweep: dict, ax: Axes | None = None) -> Axes:
-    """Held-out bits per character of every run of the head-count sweep (one dot per seed), by number of heads."""
+    """Held-out bits per character of every run of the head-count sweep (one dot per seed), by number of heads, and
+    the runs at the full budget (``"long_runs"``, stars) if the sweep has them."""
     import matplotlib.pyplot as plt
 
     if not isinstance(sweep, dict):
@@ -331,9 +332,14 @@ def plot_head_count_sweep(sweep: dict, ax: Axes | None = None) -> Axes:
         ax.plot(run["num_heads"], run["heldout_bits"], "o", color="tab:blue", alpha=0.7)
     heads = sorted({run["num_heads"] for run in sweep["runs"]})
     means = [sweep["summary"][str(h)]["heldout_bits_mean"] for h in heads]
-    ax.plot(heads, means, "-", color="tab:blue", label="mean over seeds")
-    ax.set(xscale="log", xticks=heads, xticklabels=[str(h) for h in heads], xlabel="heads (d_model 128 throughout)",
-           ylabel="held-out bits per character",
-           title=f"Same size, same budget ({sweep['budget']['steps']} steps): 1 to 8 heads")
+    ax.plot(heads, means, "-", color="tab:blue", label=f"{sweep['budget']['steps']} steps: each seed, and the mean")
+    long = sweep.get("long_runs", [])
+    if long:
+        ax.plot([r["num_heads"] for r in long], [r["heldout_bits"] for r in long], "*", color="tab:red", markersize=12,
+                label=f"{long[0]['steps']:,} steps (seed 0)")
+    ax.set_xscale("log", base=2)
+    ax.minorticks_off()
+    ax.set(xticks=heads, xticklabels=[str(h) for h in heads], xlabel="heads (d_model 128 throughout)",
+           ylabel="held-out bits per character", title="Same d_model, same budget for every run: 1 to 8 heads")
     ax.legend(fontsize=8)
     return ax

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import html
 
+from ..common import plain_labels
 from ..experiments.text_corpus import check_text
 from ..experiments.text_heads import PATTERNS, pattern_keys
 from ..experiments.text_model import TextModel, check_model
-from ..figures import plot_attention
 from ..validation import check_int
 from .base import LiveWidget, figure_png, html_output, image_output, vbox
 from .states import Control, Picture, States, every_combination
@@ -70,12 +70,17 @@ class TextHeadPicker(LiveWidget):
 
         layer, head = self.layer.value, self.head.value
         chars = [visible(ch) for ch in self.text]
-        fig = Figure(figsize=(7.5, 6.6))
-        plot_attention(self.maps[layer, head], chars, chars, title=f"layer {layer}, head {head} on the sentence",
-                       ax=fig.add_subplot(), annot=False, fmt=".2f")
-        fig.axes[0].set(xlabel="key: the character read", ylabel="query: the character reading")
+        fig = Figure(figsize=(7.5, 6.8))
+        ax = fig.add_subplot()
+        image = ax.imshow(self.maps[layer, head].numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
+        ticks = range(len(chars))
+        ax.set_xticks(ticks, plain_labels(chars), fontsize=7, fontfamily="monospace")
+        ax.set_yticks(ticks, plain_labels(chars), fontsize=7, fontfamily="monospace")
+        ax.set(xlabel="key: the character read", ylabel="query: the character reading",
+               title=f"layer {layer}, head {head} on the sentence")
+        fig.colorbar(image, ax=ax, label="attention weight", fraction=0.04)
         fig.tight_layout()
-        self.image.value = figure_png(fig, dpi=72)
+        self.image.value = figure_png(fig, dpi=90)
         shares = ", ".join(f"{p} {v:.2f}" for p, v in self._shares().items())
         self.readout.value = (f"<b>layer {layer}, head {head}</b>: share of its weight on {html.escape(shares)} "
                               f"(mean over the sentence's characters from the {PICKER_SKIP + 1}th on)")
