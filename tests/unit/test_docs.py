@@ -65,7 +65,7 @@ def _plan(heading: str) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize(
     "heading,total",
-    [(f"### Lesson {k}", 45) for k in range(1, 7)] + [("## Workshop plan", 240)],
+    [(f"### Lesson {k}", 45) for k in range(1, 8)] + [("## Workshop plan", 240)],
 )
 def test_lesson_plans_add_up(heading, total):
     rows = _plan(heading)
