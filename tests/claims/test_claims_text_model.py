@@ -100,6 +100,16 @@ def test_no_induction_on_strings_the_notebook_never_uses(model, seed):
     assert repeat["second"] > 5.0  # nowhere near copying (a copier scores ~0)
 
 
+def test_exercise_14_2_on_the_model_names_a_previous_character_head(model, scores):
+    """The folded solution of 14.2 quotes layer 0's shares on the sentence of section 3 and says the largest is a
+    head section 4 named "previous"."""
+    maps = model.attention_maps(model.encode("Push item onto heap, maintaining the heap invariant.")[None])[0, 0]
+    i = torch.arange(1, maps.shape[-1])
+    shares = maps[:, i, i - 1].mean(dim=-1)  # (heads,)
+    assert shares.tolist() == pytest.approx([0.36, 0.15, 0.47, 0.34, 0.49, 0.23, 0.34, 0.26], abs=0.006)
+    assert mh.classify_heads(scores)[0][int(shares.argmax())] == "previous"
+
+
 @pytest.mark.parametrize("sentence", ["Return a new list containing all items from the iterable.",
                                       "Split the pathname path into a pair.", "Remove and return an arbitrary element."])
 def test_a_real_sentence_said_twice_is_not_copied(model, sentence):

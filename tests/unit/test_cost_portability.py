@@ -107,13 +107,13 @@ def test_without_clear_refs_each_job_gets_its_own_process(monkeypatch):
         pytest.skip("needs the resource module to measure for real")
     monkeypatch.setattr(memory, "_memory_method", lambda device: "ru_maxrss")  # as on macOS
     started = []
-    real_run = subprocess.run
+    real_measure = memory._measure_in_a_fresh_process
 
-    def counting_run(*args, **kwargs):
-        started.append(json.loads(kwargs["input"]))
-        return real_run(*args, **kwargs)
+    def counting(jobs, device, method, *rest):
+        started.append({"jobs": jobs, "method": method})
+        return real_measure(jobs, device, method, *rest)
 
-    monkeypatch.setattr(subprocess, "run", counting_run)
+    monkeypatch.setattr(memory, "_measure_in_a_fresh_process", counting)
     results = mh.measure_peak_memory([SMALL_JOB, {**SMALL_JOB, "method": "naive"}])
     assert [len(r["jobs"]) for r in started] == [1, 1]
     assert all(r["method"] == "ru_maxrss" for r in started)
