@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from ..maths.attention import causal_mask, scaled_dot_product_attention
 from ..maths.mha import MultiHeadAttention
-from ..maths.online_softmax import online_softmax_attention
 from ..validation import check_bool, check_choice, check_device, check_list, check_positive_int, check_positive_number
 
 #: The attention calls :func:`measure_peak_memory` can measure (a job's ``method``).
@@ -104,6 +103,9 @@ def _run_memory_job(job: dict, device: torch.device):
                            is_causal=is_causal, attn_mask=~causal_mask(seq, device=device) if is_causal else None)
             return out
     else:
+        # Imported here, before the measurement: the worker then starts without matplotlib (online_softmax draws too).
+        from ..maths.online_softmax import online_softmax_attention
+
         q, k, v = (torch.randn(batch, heads, seq, head_dim, generator=g).to(device).requires_grad_(backward)
                    for _ in range(3))
 

@@ -15,11 +15,8 @@ On the committed model (default lane), with text and strings the notebook never 
 * the printed names do not hang on the last digit: no share lies within 0.001 of the bar that names it (float32
   rounding on another CPU moves a share by about 1e-6).
 
-Over 3 seeds at a reduced budget (slow lane: ``TRAIN_STEPS`` steps each, the maker's recipe otherwise): every head
-off costs at least 0.5 bits, the head that looks most at the previous character and the head whose removal costs
-most are both in layer 0, no head is an attention sink, and no induction forms. (At this budget no head yet puts
-0.3 of its weight on the previous character: the notebook's named previous-character heads are claims about the
-stored model, checked above.)
+Over 3 training seeds at a reduced budget: ``tests/text_model_seeds.py``, one slow test file per seed
+(``test_claims_text_model_seed_N.py``) so that the slow lane's two workers share the training.
 """
 
 from __future__ import annotations
@@ -138,43 +135,3 @@ def test_which_heads_matter(model, heldout, scores, text_of, windows):
     for kept, (_, bits) in zip([half, half // 2, 0], mh.pruning_curve(model, text, cost, kept=[half, half // 2, 0],
                                                                           num_windows=windows), strict=True):
         assert bits - full > float(cost.flatten()[order[: cost.numel() - kept]].sum())
-
-
-# ---- over training seeds, at a reduced budget (slow lane) -------------------------------------------------------
-
-TRAIN_STEPS = 400
-SEEDS = (1, 2, 3)
-
-
-@pytest.fixture(scope="module")
-def data() -> dict:
-    import make_text_model as mk  # tests/ is on the path (pyproject's pythonpath)
-
-    return mk.prepare_data()
-
-
-@pytest.fixture(scope="module")
-def trained(data) -> dict[int, mh.TextModel]:
-    import make_text_model as mk
-
-    recipe = {**mk.RECIPE, "steps": TRAIN_STEPS, "warmup": TRAIN_STEPS // 10, "eval_every": TRAIN_STEPS}
-    return {seed: mk.train(data, mk.CONFIG, recipe, seed, say=lambda line: None)[0] for seed in SEEDS}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", SEEDS)
-def test_claims_hold_over_training_seeds(data, trained, seed):
-    model, heldout = trained[seed], data["heldout"]
-    full, cost = mh.head_ablation(model, heldout)
-    off = mh.masked_bits(model, heldout, torch.zeros(model.num_layers, model.num_heads))
-    scores = mh.head_pattern_scores(model, heldout)
-    repeat = mh.repeated_string_losses(model, num_strings=50, length=30, seed=seed)
-    print(f"seed {seed}: every head off +{off - full:.2f} bits; previous share by layer "
-          f"{[round(float(v), 2) for v in scores['previous'].max(dim=1).values]}; most needed head "
-          f"{divmod(int(cost.flatten().argmax()), model.num_heads)}; first-position share max "
-          f"{float(scores['first'].max()):.3f}; repeats {repeat['first']:.2f} -> {repeat['second']:.2f}")
-    assert off - full >= 0.5
-    assert int(scores["previous"].flatten().argmax()) // model.num_heads == 0  # the most previous-looking head
-    assert int(cost.flatten().argmax()) // model.num_heads == 0  # and the most needed one: layer 0
-    assert float(scores["first"].max()) < 0.1
-    assert abs(repeat["first"] - repeat["second"]) < 0.5
