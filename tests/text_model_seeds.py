@@ -32,7 +32,8 @@ def _data() -> dict:
 def check_claims_over_training(seed: int) -> None:
     """Train with ``seed`` at ``TRAIN_STEPS`` steps and assert the claims of this module's docstring."""
     data = _data()
-    recipe = {**mk.RECIPE, "steps": TRAIN_STEPS, "warmup": TRAIN_STEPS // 10, "eval_every": TRAIN_STEPS}
+    recipe = {**mk.RECIPE, "steps": TRAIN_STEPS, "warmup": TRAIN_STEPS // 10, "eval_every": TRAIN_STEPS,
+              "threads": torch.get_num_threads()}  # the lane's own setting (1 per xdist worker): never 2 per worker
     model = mk.train(data, mk.CONFIG, recipe, seed, say=lambda line: None)[0]
     heldout = data["heldout"]
     full, cost = mh.head_ablation(model, heldout)

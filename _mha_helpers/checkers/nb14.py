@@ -17,6 +17,12 @@ def _close_number(got: float, expected: float) -> bool:
     return math.isclose(got, expected, rel_tol=2e-3, abs_tol=2e-3)
 
 
+def _not_a_number_hint(raw: object) -> str:
+    """The hint for an answer that is not one number: its shape if it is a tensor or array, else its type."""
+    hint = _shape_hint("your result", raw, ())
+    return hint or f"return one number (a float or a one-element tensor), got {type(raw).__name__}"
+
+
 @exercise_checker("Exercise 14.1: bits per character")
 def check_bits_per_char(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str | None:
     """Check ``fn(logits (batch, T, vocab), targets (batch, T)) -> float``: the mean cross-entropy of the targets
@@ -31,8 +37,7 @@ def check_bits_per_char(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> st
             raw = _call_student(fn, logits.clone(), targets.clone())
         got = _as_number(raw)
         if got is None:
-            hint = _shape_hint("your result", raw, ())
-            return hint or f"return one number (a float or a one-element tensor), got {type(raw).__name__}"
+            return _not_a_number_hint(raw)
         if _close_number(got, expected):
             continue
         if _close_number(got, float(nats.mean())):
@@ -60,8 +65,7 @@ def check_previous_char_share(fn: Callable[[torch.Tensor], float]) -> str | None
             raw = _call_student(fn, weights.clone())
         got = _as_number(raw)
         if got is None:
-            hint = _shape_hint("your result", raw, ())
-            return hint or f"return one number (a float or a one-element tensor), got {type(raw).__name__}"
+            return _not_a_number_hint(raw)
         if _close_number(got, expected):
             continue
         every = torch.arange(T)
