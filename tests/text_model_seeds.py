@@ -9,7 +9,7 @@ with the maker's recipe (``tests/make_text_model.py``) for ``TRAIN_STEPS`` steps
 At this budget no head yet puts 0.3 of its weight on the previous character, so the notebook's NAMED
 previous-character heads are claims about the stored model (``tests/claims/test_claims_text_model.py``). Each seed
 has its own test file, so that ``--dist loadfile`` gives the slow lane's two workers one training each: a run takes
-about 130 s on one thread (2-core machine, 2026-12).
+about 190 s on one thread (2-core machine, 2026-12).
 """
 
 from __future__ import annotations
